@@ -1,0 +1,12 @@
+"""Test-wide settings: loopback-only Ray, no hub downloads, a small thread budget."""
+
+from __future__ import annotations
+
+import os
+
+# Single-node Ray on 127.0.0.1 only (see docs/cluster.md); nothing may reach a hub.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
