@@ -1,0 +1,173 @@
+"""The ``sakdn`` command.
+
+    sakdn data synth --out DIR            write the synthetic dataset (UTD-MHAD layout)
+    sakdn data check --dataset NAME --root DIR
+    sakdn data prepare --dataset NAME --root DIR
+    sakdn train --config FILE [--set key=value ...] | --from-best SEARCH
+    sakdn search EXPERIMENT.yaml [--resume] [--set key=value ...] [--address ADDR]
+    sakdn best SEARCH
+    sakdn report SEARCH [--out DIR]
+    sakdn config [--config FILE] [--set key=value ...]
+
+Imports are local to each command so that ``sakdn train`` never loads Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sakdn.errors import SakdnError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sakdn", description="SAKDN training and distributed search")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: synthesise, check, preprocess")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    synth = dsub.add_parser("synth", help="write the synthetic dataset in the UTD-MHAD layout")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--classes", type=int, default=8)
+    synth.add_argument("--subjects", type=int, default=8)
+    synth.add_argument("--repetitions", type=int, default=4)
+    synth.add_argument("--frame-size", type=int, default=64)
+    for name, text in (("check", "validate a dataset tree"), ("prepare", "build the cache")):
+        q = dsub.add_parser(name, help=text)
+        q.add_argument("--dataset", required=True)
+        q.add_argument("--root", required=True)
+        q.add_argument("--config", type=Path, help="experiment file (preprocessing settings)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        if name == "prepare":
+            q.add_argument("--workers", type=int, default=2)
+
+    tr = sub.add_parser("train", help="train teachers and the distilled student")
+    tr.add_argument("--config", type=Path, help="experiment YAML (defaults when omitted)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument("--workdir", type=Path, help="checkpoints and models (default train.output_dir)")
+    tr.add_argument("--from-best", metavar="SEARCH",
+                    help="final training from a search's best configuration (train+val → test)")
+    tr.add_argument("--tracking-uri", help="MLflow tracking URI for --from-best")
+
+    se = sub.add_parser("search", help="run a distributed hyperparameter search")
+    se.add_argument("experiment", type=Path)
+    se.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    se.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+
+    be = sub.add_parser("best", help="best configuration and metric of a search")
+    be.add_argument("search")
+    be.add_argument("--tracking-uri")
+
+    rp = sub.add_parser("report", help="write a search's HTML report")
+    rp.add_argument("search")
+    rp.add_argument("--out", type=Path)
+    rp.add_argument("--tracking-uri")
+
+    cf = sub.add_parser("config", help="print the resolved flat configuration")
+    cf.add_argument("--config", type=Path)
+    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def _load(args) -> "ExperimentConfig":  # noqa: F821
+    from sakdn.config import load_config, parse_overrides
+
+    return load_config(args.config, overrides=parse_overrides(args.set))
+
+
+def cmd_train(args) -> int:
+    if args.from_best:
+        from sakdn.search.final import train_from_best
+
+        train_from_best(args.from_best, tracking_uri=args.tracking_uri, overrides=args.set)
+        return 0
+    from sakdn.train import EpochReport, train
+
+    config = _load(args)
+
+    def show(report: EpochReport) -> None:
+        keys = [k for k in report.metrics if k.endswith(("loss", "val_acc", "train_acc"))]
+        text = "  ".join(f"{k.split('/')[-1]}={report.metrics[k]:.4f}" for k in keys)
+        print(f"[{report.stage} {report.epoch:3d}] {text}", flush=True)
+
+    result = train(config, callback=show, workdir=args.workdir)
+    print(json.dumps(result.metrics, indent=1))
+    print(f"models: {result.teacher_path} {result.student_path}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.data_command == "synth":
+        from sakdn.data.synthetic import write_synthetic
+
+        out = write_synthetic(
+            args.out, seed=args.seed, classes=args.classes, subjects=args.subjects,
+            repetitions=args.repetitions, frame_size=args.frame_size,
+        )
+        print(f"wrote {out}")
+        return 0
+    from sakdn.data.check import check_dataset, prepare_dataset
+
+    overrides = [f"data.dataset={args.dataset}", f"data.root={args.root}", *args.set]
+    from sakdn.config import load_config, parse_overrides
+
+    config = load_config(args.config, overrides=parse_overrides(overrides))
+    if args.data_command == "check":
+        return check_dataset(config)
+    return prepare_dataset(config, workers=args.workers)
+
+
+def cmd_search(args) -> int:
+    from sakdn.search.run import run_search
+
+    run_search(args.experiment, overrides=args.set, resume=args.resume, address=args.address)
+    return 0
+
+
+def cmd_best(args) -> int:
+    from sakdn.search.final import best_of
+
+    best = best_of(args.search, tracking_uri=args.tracking_uri)
+    print(json.dumps(best, indent=1))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from sakdn.report import write_report
+
+    path = write_report(args.search, out=args.out, tracking_uri=args.tracking_uri)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    for key, value in _load(args).to_flat().items():
+        print(f"{key}={value}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "data": cmd_data,
+    "search": cmd_search,
+    "best": cmd_best,
+    "report": cmd_report,
+    "config": cmd_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SakdnError as err:
+        print(f"sakdn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

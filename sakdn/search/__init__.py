@@ -1,0 +1,1 @@
+"""The search layer: search spaces, the Optuna searcher and pruner scheduler, the Tune driver."""

@@ -1,0 +1,202 @@
+"""A Tune scheduler that lets a real Optuna pruner decide which trials stop early.
+
+Tune's own ``OptunaSearch`` runs its study with a ``NopPruner``: it samples but never prunes. Here
+every reported metric value goes to the trial's Optuna twin (``optuna_trial.report(value, step)``)
+and the study's pruner is asked (``should_prune()``); when it says so the Tune trial is stopped
+and recorded PRUNED in the study, so pruned trials keep their intermediate values and the
+sampler learns from them as Optuna intends.
+
+The scheduler does not own the study. It asks a *trial source* (the searcher that created the
+Optuna trials, ``OptunaSpaceSearcher``) for the Optuna trial of a Tune trial id, and tells it
+which trials it pruned; the searcher then ends them PRUNED in ``on_trial_complete``.
+
+Rules for reported results:
+
+- a result without the metric (a teacher-stage epoch reports no student accuracy) is skipped;
+- the step is the result's ``step`` key when present, else Tune's ``training_iteration``;
+- a NaN or infinite metric value prunes the trial at once (a diverged run stops, the search goes
+  on, and the trial is recorded PRUNED with the finite values reported before it);
+- multi-objective studies cannot prune (Optuna's ``report`` is single-objective): every trial
+  continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import warnings
+from typing import TYPE_CHECKING, Any, Protocol
+
+import optuna
+from optuna.pruners import (
+    BasePruner,
+    HyperbandPruner,
+    MedianPruner,
+    NopPruner,
+    PatientPruner,
+    PercentilePruner,
+    SuccessiveHalvingPruner,
+    ThresholdPruner,
+    WilcoxonPruner,
+)
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from sakdn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+logger = logging.getLogger(__name__)
+
+PRUNERS = (
+    "median",
+    "percentile",
+    "successive_halving",
+    "hyperband",
+    "wilcoxon",
+    "patient",
+    "threshold",
+    "none",
+)
+STEP_KEY = "step"
+
+
+class OptunaTrialSource(Protocol):
+    """What the scheduler needs from the searcher: Tune trial id → live Optuna trial."""
+
+    def optuna_trial(self, trial_id: str) -> optuna.trial.Trial | None:
+        """The running Optuna trial of a Tune trial (None: unknown or already finished)."""
+
+    def mark_pruned(self, trial_id: str) -> None:
+        """Record that the trial was pruned, so that it ends PRUNED rather than COMPLETE."""
+
+
+class OptunaPrunerScheduler(FIFOScheduler):
+    """Runs trials first-in first-out and stops those the study's Optuna pruner prunes.
+
+    Args:
+        source: the searcher that asked the Optuna trials (or anything with ``optuna_trial``
+            and ``mark_pruned``); a ``ConcurrencyLimiter`` around it is unwrapped.
+        metric: the reported key to prune on; by default the searcher's metric or the one
+            given to ``TuneConfig``. The direction is the study's.
+        step_key: the result key holding the step (the training contract's monotone epoch
+            counter); results without it use ``training_iteration``.
+    """
+
+    def __init__(
+        self, source: OptunaTrialSource, metric: str | None = None, step_key: str = STEP_KEY
+    ) -> None:
+        super().__init__()
+        while not hasattr(source, "optuna_trial") and hasattr(source, "searcher"):
+            source = source.searcher  # ConcurrencyLimiter / Repeater wrappers
+        self._source = source
+        self._step_key = step_key
+        self._supports_buffered_results = False  # decide on every result, not on batches
+        own = metric or getattr(source, "metric", None)
+        self._metric = own if isinstance(own, str) else None
+        self._warned_multi = False
+        self.pruned: list[str] = []  # Tune trial ids, in the order they were pruned
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if self._metric and metric and metric != self._metric:
+            return False
+        if metric:
+            self._metric = metric
+        return True
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        ot_trial = self._source.optuna_trial(trial.trial_id)
+        if ot_trial is None or self._metric is None or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        if len(ot_trial.study.directions) > 1:
+            if not self._warned_multi:
+                logger.warning("multi-objective study: Optuna pruners cannot decide; no pruning")
+                self._warned_multi = True
+            return TrialScheduler.CONTINUE
+        value = _as_float(result[self._metric])
+        if value is None:
+            logger.warning(
+                "trial %s: metric %s = %r is not a number; not reported",
+                trial.trial_id, self._metric, result[self._metric],
+            )
+            return TrialScheduler.CONTINUE
+        if not math.isfinite(value):
+            logger.warning("trial %s: %s = %s; pruned", trial.trial_id, self._metric, value)
+            return self._prune(trial.trial_id)
+        step = int(result.get(self._step_key, result.get(TRAINING_ITERATION, 0)))
+        ot_trial.report(value, step)
+        if ot_trial.should_prune():
+            return self._prune(trial.trial_id)
+        return TrialScheduler.CONTINUE
+
+    def _prune(self, trial_id: str) -> str:
+        self._source.mark_pruned(trial_id)
+        self.pruned.append(trial_id)
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        return f"Optuna pruner scheduler: {len(self.pruned)} trials pruned on {self._metric}."
+
+    def save(self, checkpoint_path: str) -> None:
+        """The study and the trial map live in the searcher; only the pruned list is kept."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"pruned": self.pruned, "metric": self._metric}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.pruned, self._metric = list(state["pruned"]), state["metric"]
+
+
+def make_pruner(name: str, **kwargs: Any) -> BasePruner:
+    """An Optuna pruner by name, with Optuna's own arguments.
+
+    ``percentile`` defaults to ``percentile=25.0``. ``patient`` takes ``patience`` (default 3),
+    ``min_delta`` and ``wrapped`` (a pruner name, a pruner, or None for patience alone) with
+    ``wrapped_kwargs``. ``threshold`` needs ``lower`` and/or ``upper``. ``none`` never prunes.
+    """
+    try:
+        with warnings.catch_warnings():  # Wilcoxon and Patient are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _build_pruner(name, dict(kwargs))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError("search.pruner", name, f"bad pruner arguments {kwargs}: {err}") from None
+
+
+def _build_pruner(name: str, kwargs: dict[str, Any]) -> BasePruner:
+    if name == "median":
+        return MedianPruner(**kwargs)
+    if name == "percentile":
+        return PercentilePruner(**{"percentile": 25.0, **kwargs})
+    if name == "successive_halving":
+        return SuccessiveHalvingPruner(**kwargs)
+    if name == "hyperband":
+        return HyperbandPruner(**kwargs)
+    if name == "wilcoxon":
+        return WilcoxonPruner(**kwargs)
+    if name == "patient":
+        wrapped = kwargs.pop("wrapped", None)
+        wrapped_kwargs = kwargs.pop("wrapped_kwargs", {})
+        if isinstance(wrapped, str):
+            wrapped = None if wrapped == "none" else make_pruner(wrapped, **wrapped_kwargs)
+        return PatientPruner(wrapped, **{"patience": 3, **kwargs})
+    if name == "threshold":
+        return ThresholdPruner(**kwargs)
+    if name == "none":
+        if kwargs:
+            raise TypeError(f"takes no arguments, got {sorted(kwargs)}")
+        return NopPruner()
+    raise ConfigError("search.pruner", name, "unknown pruner; choose from " + ", ".join(PRUNERS))
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

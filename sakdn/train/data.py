@@ -1,0 +1,76 @@
+"""Everything a run needs from its dataset: splits, cached arrays and class vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sakdn.config import ExperimentConfig
+from sakdn.data import load_index
+from sakdn.data.cache import PreprocessedData, PreprocessSpec, default_cache_dir, prepare
+from sakdn.data.index import SampleIndex, carve_validation, split
+from sakdn.semantics import class_vectors, semantic_dim
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """The splits of one run. ``val`` drives model selection; ``test`` is for final runs."""
+
+    index: SampleIndex
+    train: SampleIndex
+    val: SampleIndex
+    test: SampleIndex
+    data: PreprocessedData
+    class_vectors: np.ndarray | None
+    semantic_dim: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.index.class_names)
+
+    @property
+    def num_sensors(self) -> int:
+        return len(self.index.sensor_names)
+
+
+def build_data(
+    config: ExperimentConfig, final: bool = False, log: Callable[[str], None] = lambda m: None
+) -> DataBundle:
+    """Split the index by the protocol, carve the seeded validation split, prepare the cache.
+
+    With ``final`` the validation subjects go back into training (the final model of a
+    search is trained on train + validation and evaluated once on test).
+    """
+    index = load_index(config.data)  # the synthetic dataset is written on first use
+    train, test = split(index, config.data.protocol)
+    if config.data.train_subset > 1:
+        k = config.data.train_subset  # every k-th training clip (MMAct's 1/2, 1/4, 1/8 lists)
+        keep = {s.key for s in train.samples[k - 1 :: k]}
+        train = train.subset(lambda s: s.key in keep)
+    if final:
+        val = train.subset(lambda s: False)
+    else:
+        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed)
+    spec = PreprocessSpec.from_config(config)
+    data = prepare(
+        index,
+        spec,
+        default_cache_dir(config),
+        workers=config.data.num_workers,
+        progress=config.train.progress,
+        skip_bad=config.data.skip_bad_samples,
+        log=log,
+    )
+    vectors = class_vectors(config.semantics, index.class_names, base_dir=Path(config.data.root))
+    return DataBundle(
+        index=index,
+        train=train,
+        val=val,
+        test=test,
+        data=data,
+        class_vectors=vectors,
+        semantic_dim=semantic_dim(config.semantics, vectors),
+    )

@@ -1,0 +1,19 @@
+"""Classification metrics computed from logits and labels."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
+    """Number of samples whose label is among the k highest logits."""
+    k = min(k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices  # (B, k)
+    return int((top == labels[:, None]).any(dim=-1).sum())
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts; row = true class, column = predicted class."""
+    pred = logits.argmax(dim=-1)
+    flat = labels.long() * num_classes + pred.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)

@@ -1,0 +1,164 @@
+"""Stage 1: train one teacher per sensor jointly through SPAMFM on paired recordings."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from sakdn.config import ExperimentConfig
+from sakdn.data.dataset import RecordingDataset
+from sakdn.models.teacher import TeacherEnsemble, teacher_loss
+from sakdn.train.data import DataBundle
+from sakdn.train.loop import (
+    RunContext,
+    check_finite,
+    make_loader,
+    make_optimizer,
+    make_schedule,
+    progress_bar,
+    seed_epoch,
+)
+from sakdn.train.metrics import topk_correct
+
+STAGE = "teacher"
+
+
+def build_teachers(config: ExperimentConfig, bundle: DataBundle) -> TeacherEnsemble:
+    return TeacherEnsemble(
+        config.teacher,
+        num_sensors=bundle.num_sensors,
+        num_classes=bundle.num_classes,
+        semantic_dim=bundle.semantic_dim,
+        image_size=config.gaf.image_size,
+    )
+
+
+class TeacherStage:
+    """Owns the teachers, their optimiser and schedule; one ``run_epoch`` per epoch.
+
+    Batches are paired: every branch sees the sensors of the same recordings in the same
+    order, so SPAMFM fuses aligned samples (the reference code shuffled each sensor's loader
+    independently, method doc P1). Model selection uses the fused validation accuracy (never
+    the test split, P12).
+    """
+
+    def __init__(self, config: ExperimentConfig, bundle: DataBundle, ctx: RunContext) -> None:
+        self.config, self.bundle, self.ctx = config, bundle, ctx
+        tc = config.teacher
+        self.model = build_teachers(config, bundle).to(ctx.device)
+        if ctx.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(tc.optimizer, self.model.parameters(), tc.lr, tc.weight_decay)
+        self.schedule = make_schedule(self.optimizer, tc.epochs, tc.lr_decay_at, tc.lr_gamma)
+        self.train_set = RecordingDataset(bundle.data, bundle.train)
+        self.val_set = RecordingDataset(bundle.data, bundle.val) if len(bundle.val) else None
+        vectors = bundle.class_vectors
+        self.class_vectors = (
+            torch.as_tensor(vectors, dtype=torch.float32, device=ctx.device)
+            if vectors is not None
+            else None
+        )
+        self.best_acc = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        tc, ctx = self.config.teacher, self.ctx
+        seed_epoch(ctx.seed, STAGE, epoch)
+        loader = make_loader(
+            self.train_set, tc.batch_size, True, ctx.seed * 7919 + epoch,
+            self.config.data.num_workers, ctx.device,
+        )
+        self.model.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        for batch in progress_bar(loader, len(loader), f"teacher {epoch}", ctx.progress):
+            batch = ctx.to_device(batch)
+            with ctx.autocast():
+                out = self.model(batch["sensors"], batch["mask"])
+                terms = teacher_loss(out, batch["label"], self.class_vectors, tc)
+            check_finite(STAGE, epoch, terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer.step()
+            n = len(batch["label"])
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            correct += topk_correct(fused_logits(out.logits, batch["mask"]), batch["label"], 1)
+            seen += n
+        self.schedule.step()
+        metrics = {f"teacher/{k}": v / max(seen, 1) for k, v in sums.items()}
+        metrics["teacher/train_acc"] = correct / max(seen, 1)
+        metrics["teacher/lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.val_set is not None:
+            metrics.update(self.evaluate(self.val_set, "val"))
+            acc = metrics["teacher/val_acc"]
+            if acc > self.best_acc:
+                self.best_acc = acc
+                self.best_state = copy.deepcopy(self.model.state_dict())
+        return metrics
+
+    def evaluate(self, dataset: RecordingDataset, split: str) -> dict[str, float]:
+        return evaluate_teachers(
+            self.model, dataset, self.config, self.ctx, self.bundle.index.sensor_names, split
+        )
+
+    def finish(self) -> None:
+        """Keep the best-validation weights (the last ones when there is no validation)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "best_acc": self.best_acc,
+            "best_state": self.best_state,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.best_acc = state["best_acc"]
+        self.best_state = state["best_state"]
+
+
+@torch.no_grad()
+def evaluate_teachers(model, dataset, config, ctx, sensor_names, split: str) -> dict[str, float]:
+    """Fused and per-sensor accuracy; batches in index order at the training batch size
+    (SPAMFM is batch-dependent, so evaluation batches are fixed and documented)."""
+    logits, labels, masks = predict_teachers(model, dataset, config, ctx)
+    metrics = {f"teacher/{split}_acc": accuracy(fused_logits(logits, masks), labels)}
+    for m, name in enumerate(sensor_names):
+        metrics[f"teacher/{split}_acc_{name}"] = accuracy(logits[:, m], labels)
+    return metrics
+
+
+def fused_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Combined teacher prediction: the sum of the present teachers' logits, (B, K)."""
+    if mask is None:
+        return logits.sum(dim=1)
+    return (logits * mask[..., None].to(logits.dtype)).sum(dim=1)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return topk_correct(logits, labels, 1) / max(len(labels), 1)
+
+
+@torch.no_grad()
+def predict_teachers(model, dataset, config: ExperimentConfig, ctx: RunContext):
+    """Logits (N, M, K), labels (N,), masks (N, M) over a dataset in index order."""
+    model.eval()
+    loader = make_loader(dataset, config.teacher.batch_size, False, 0, 0, ctx.device)
+    logits, labels, masks = [], [], []
+    for batch in loader:
+        batch = ctx.to_device(batch)
+        with ctx.autocast():
+            out = model(batch["sensors"], batch["mask"])
+        logits.append(out.logits.float().cpu())
+        labels.append(batch["label"].cpu())
+        masks.append(batch["mask"].cpu())
+    return torch.cat(logits), torch.cat(labels), torch.cat(masks)
