@@ -154,7 +154,8 @@ class SemanticsConfig(Section):
 
     name: ClassVar[str] = "semantics"
     provider: str = _f("matrix", choices=("glove", "matrix", "sentence_transformers", "none"))
-    path: str = _f("")  # GloVe text file, .npy matrix, model name or directory
+    path: str = _f("class_vectors.npy")  # GloVe file, .npy matrix, model name or directory;
+    # relative paths resolve against data.root first (the synthetic dataset ships its matrix)
     aggregation: str = _f("sum", choices=("sum", "mean"))  # GloVe words → class (paper: sum)
     normalize: bool = _f(False)  # L2-normalise each class vector
     dim: int = _f(32, lo=1, hi=4096)  # fc1 / fc2 width when the provider is 'none'
