@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ import numpy as np
 
 from sakdn.config import ExperimentConfig
 from sakdn.data.index import Sample, SampleIndex
-from sakdn.data.sensors import load_sensor
+from sakdn.data.problems import Problem, Scan, format_report, problem_from_error, raise_blocking
+from sakdn.data.sensors import load_sensor, source_file
+from sakdn.data.validate import signal_problems
 from sakdn.errors import DatasetError, SakdnError
 
 CACHE_VERSION = 1
@@ -57,9 +60,13 @@ class PreprocessSpec:
 
 
 def _file_stamp(path: str) -> list:
+    """[path, size, mtime] of a file; of a frame folder, its entry count instead of its size
+    (adding, removing or renaming a frame changes the folder's mtime). A ``FILE::MEMBER``
+    sensor path is stamped by its file."""
     try:
-        st = os.stat(path)
-        return [path, st.st_size, int(st.st_mtime_ns)]
+        st = os.stat(source_file(path))
+        size = len(os.listdir(path)) if stat.S_ISDIR(st.st_mode) else st.st_size
+        return [path, size, int(st.st_mtime_ns)]
     except OSError:
         return [path, -1, -1]
 
@@ -118,6 +125,9 @@ def _gaf_item(dataset: str, sample: Sample, sensor_names: tuple[str, ...], spec:
         if name not in present:
             continue
         signal = load_sensor(dataset, name, present[name])  # (T, 3)
+        for problem in signal_problems(signal, present[name], name, s):
+            if problem.severity == "error":  # the same message as `sakdn data check`
+                raise DatasetError(problem.path, problem.message)
         img = sensor_images(
             torch.from_numpy(np.ascontiguousarray(signal.T[None], dtype=np.float64)),
             image_size=s,
@@ -131,20 +141,25 @@ def _gaf_item(dataset: str, sample: Sample, sensor_names: tuple[str, ...], spec:
 
 
 def _frames_item(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
-    """All frames of one clip (uniformly subsampled to max_frames), resized, uint8."""
-    from sakdn.data.video import count_frames, read_frames, resize_frames
+    """All frames of one clip (uniformly subsampled to max_frames), resized, uint8.
+
+    A clip is a video file or a folder of Bayer PGM frames (Berkeley-MHAD), which are
+    demosaiced; a sample without video (a sensor-only dataset) gets one black frame.
+    """
+    from sakdn.data.video import count_clip_frames, read_clip_frames, resize_frames
 
     if not sample.video:
         return np.zeros((1, spec.frame_size, spec.frame_size, 3), dtype=np.uint8)
-    n = count_frames(sample.video)
+    n = count_clip_frames(sample.video)
     keep = np.arange(n)
     if n > spec.max_frames:  # only the kept frames are converted to RGB (long 1080p clips)
         keep = np.linspace(0, n - 1, spec.max_frames).round().astype(int)
-    return resize_frames(read_frames(sample.video, keep), spec.frame_size)
+    return resize_frames(read_clip_frames(sample.video, keep), spec.frame_size)
 
 
-def _work(kind: str, i: int, dataset: str, sample: Sample, sensors, spec, out: str) -> str:
-    """One item of the build; writes its result under parts/ and returns the error, if any."""
+def _work(kind: str, i: int, dataset: str, sample: Sample, sensors, spec,
+          out: str) -> Problem | None:
+    """One item of the build; writes its result under parts/ and returns its problem, if any."""
     try:
         if kind == "rec":
             images, mask = _gaf_item(dataset, sample, sensors, spec)
@@ -156,9 +171,11 @@ def _work(kind: str, i: int, dataset: str, sample: Sample, sensors, spec, out: s
             tmp = f"{out}/clip-{i}.tmp.npy"
             np.save(tmp, frames)
             os.replace(tmp, f"{out}/clip-{i}.npy")
-        return ""
-    except SakdnError as err:
-        return str(err)
+        return None
+    except DatasetError as err:
+        return problem_from_error(err)
+    except SakdnError as err:  # SignalError from the GAF: non-finite or too few samples
+        return Problem("nan_signal", sample.recording, str(err))
 
 
 class PreprocessedData:
@@ -209,7 +226,11 @@ def prepare(
     entry = Path(cache_dir) / key
     if (entry / "manifest.json").exists():
         log(f"preprocessing cache hit: {entry}")
-        return PreprocessedData(entry)
+        data = PreprocessedData(entry)
+        problems = [Problem(**{**p, "samples": tuple(p["samples"])})
+                    for p in data.manifest.get("problem_list", [])]
+        _stop_or_list(index, problems, data.manifest["skipped"], skip_bad, log)
+        return data
 
     parts = entry / "parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -221,7 +242,7 @@ def prepare(
         if not (parts / (f"rec-{j[1]}.npz" if j[0] == "rec" else f"clip-{j[1]}.npy")).exists()
     ]
     log(f"preprocessing {len(todo)} of {len(jobs)} items into {entry}")
-    errors: dict[tuple[str, int], str] = {}
+    errors: dict[tuple[str, int], Problem] = {}
     bar = _progress_bar(len(todo), progress)
     args = (index.dataset,)
     if workers and workers > 1 and len(todo) > 1:
@@ -242,16 +263,23 @@ def prepare(
     bar.close()
 
     bad_samples = _bad_samples(index, reps, errors)
-    if bad_samples and not skip_bad:
-        lines = sorted(set(errors.values()))
-        shown = "\n  ".join(lines[:20]) + (f"\n  … and {len(lines) - 20} more" if len(lines) > 20 else "")
-        raise DatasetError(
-            index.root,
-            f"{len(lines)} file problem(s) in {index.dataset}; fix them or set "
-            f"data.skip_bad_samples=true to leave those samples out:\n  {shown}",
-        )
+    skipped = sorted({index.samples[i].key for i in bad_samples})
+    _stop_or_list(index, list(dict.fromkeys(errors.values())), skipped, skip_bad, log)
     _consolidate(entry, index, rec_keys, bad_samples, errors, spec, key)
     return PreprocessedData(entry)
+
+
+def _stop_or_list(index: SampleIndex, problems: list[Problem], skipped: list[str],
+                  skip_bad: bool, log: Callable[[str], None]) -> None:
+    """Stop with the ``sakdn data check`` report of the bad files, or say which samples the
+    cache leaves out (``skip_bad``) — a cached entry built with skip_bad_samples=true is not
+    silently reused without it."""
+    if not skipped:
+        return
+    raise_blocking(Scan(index, tuple(problems)), skip_bad, index.root)
+    log(f"{len(skipped)} sample(s) left out of the cache (data.skip_bad_samples=true): "
+        + ", ".join(skipped[:20]) + (" …" if len(skipped) > 20 else ""))
+    log(format_report(problems, 20))
 
 
 def _bad_samples(index: SampleIndex, reps: list[Sample], errors) -> set[int]:
@@ -307,7 +335,8 @@ def _consolidate(entry, index, rec_keys, bad, errors, spec, key) -> None:
         "sample_keys": [index.samples[i].key for i in keep],
         "recording_of_sample": [kept_recs[index.samples[i].recording] for i in keep],
         "skipped": sorted({index.samples[i].key for i in bad}),
-        "problems": sorted(set(errors.values())),
+        "problems": sorted({p.line for p in errors.values()}),
+        "problem_list": [asdict(p) for p in dict.fromkeys(errors.values())],
         "counts": {"recordings": len(rec_rows), "samples": len(keep), "frames": int(offsets[-1])},
     }
     tmp = entry / "manifest.json.tmp"

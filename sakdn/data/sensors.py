@@ -15,6 +15,12 @@ from sakdn.errors import DatasetError
 
 SensorReader = Callable[[str, str], np.ndarray]
 _READERS: dict[str, SensorReader] = {}
+MEMBER_SEPARATOR = "::"  # "FILE::MEMBER": one recording inside a file that holds many
+
+
+def source_file(path: str) -> str:
+    """The file a sensor path lives in: ``FILE`` of ``FILE::MEMBER``, else the path itself."""
+    return path.split(MEMBER_SEPARATOR, 1)[0]
 
 
 def register_sensor_reader(dataset: str, reader: SensorReader) -> None:
@@ -32,6 +38,19 @@ def _inertial_columns(name: str, path: str) -> np.ndarray:
 
 register_sensor_reader("utd_mhad", _inertial_columns)
 register_sensor_reader("synthetic", _inertial_columns)
+
+
+def order_by_time(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by timestamp (stable) with repeated timestamps dropped (the first kept).
+
+    MMAct's CSVs hold small backward jumps and repeated timestamps (datasets.md §4.4); a
+    signal must be a function of time before it becomes an image.
+    """
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], values[order]
+    keep = np.ones(len(times), dtype=bool)
+    keep[1:] = times[1:] != times[:-1]
+    return times[keep], values[keep]
 
 
 def load_sensor(dataset: str, name: str, path: str) -> np.ndarray:

@@ -378,3 +378,84 @@ def demosaic_grbg(raw: np.ndarray) -> np.ndarray:
         filled = _conv_121(values * m) / _conv_121(m)
         out[..., c] = np.clip(np.rint(np.where(mask, values, filled)), 0, 255)
     return out
+
+
+# ------------------------------------------------- clips: a video file or a folder of PGM frames
+
+
+def _pgm_number(path: Path) -> int | None:
+    stem = path.name[: -len(".pgm")]
+    digits = len(stem) - len(stem.rstrip("0123456789"))
+    return int(stem[-digits:]) if digits else None
+
+
+def pgm_frames(folder: str | os.PathLike) -> list[Path]:
+    """The frames of a Berkeley-MHAD-style frame folder, checked, in frame order.
+
+    Frame files end in their 0-based number (``img_…_00000.pgm``); the numbers must run
+    0, 1, …, N − 1 without gaps and every file must have the size of the first one (whose
+    header and raster are read), so that a cut-off copy is caught by ``stat`` calls alone.
+    """
+    folder = Path(folder)
+    try:
+        entries = [p for p in folder.iterdir() if p.name.lower().endswith(".pgm")]
+    except OSError as exc:
+        raise DatasetError(str(folder), f"unreadable video: {exc.strerror or exc}") from exc
+    numbered = sorted((n, p) for p in entries if (n := _pgm_number(p)) is not None)
+    if not numbered:
+        raise DatasetError(str(folder), "unreadable video: no numbered .pgm frames in the folder")
+    missing = sorted(set(range(numbered[-1][0] + 1)) - {n for n, _ in numbered})
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
+        raise DatasetError(
+            str(folder),
+            f"unreadable video: truncated ({len(missing)} of {numbered[-1][0] + 1} frames "
+            f"missing: {shown})",
+        )
+    frames = [p for _, p in numbered]
+    read_pgm(frames[0])  # a readable header and a whole raster
+    size = frames[0].stat().st_size
+    for p in frames[1:]:
+        if (got := p.stat().st_size) != size:
+            raise DatasetError(
+                str(p), f"unreadable PGM: truncated ({got} bytes, frame 0 of the clip has {size})"
+            )
+    return frames
+
+
+def read_bayer_frame(path: str | os.PathLike) -> np.ndarray:
+    """One raw 8-bit GRBG Bayer PGM → (H, W, 3) uint8 RGB (demosaiced)."""
+    raw = read_pgm(path)
+    if raw.dtype != np.uint8:
+        raise DatasetError(str(path), "unreadable PGM: 16-bit, expected an 8-bit Bayer mosaic")
+    if min(raw.shape) < 2:
+        raise DatasetError(str(path), f"unreadable PGM: {raw.shape[1]}x{raw.shape[0]} is too small")
+    return demosaic_grbg(raw)
+
+
+def count_clip_frames(path: str | os.PathLike) -> int:
+    """Frames of a clip: a video file (decoded, :func:`count_frames`) or a PGM frame folder."""
+    if Path(path).is_dir():
+        return len(pgm_frames(path))
+    return count_frames(path)
+
+
+def read_clip_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """Frames ``indices`` of a video file or of a PGM frame folder (demosaiced) → (len, H, W, 3)."""
+    if not Path(path).is_dir():
+        return read_frames(path, indices)
+    frames = pgm_frames(path)
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        raise ValueError("indices is empty")
+    if min(wanted) < 0 or max(wanted) >= len(frames):
+        raise DatasetError(
+            str(path), f"unreadable video: frame {max(wanted)} requested, {len(frames)} present"
+        )
+    decoded = {i: read_bayer_frame(frames[i]) for i in dict.fromkeys(wanted)}
+    shapes = {f.shape for f in decoded.values()}
+    if len(shapes) > 1:
+        raise DatasetError(
+            str(path), f"unreadable video: frames of different sizes {sorted(shapes)}"
+        )
+    return np.stack([decoded[i] for i in wanted])

@@ -1,7 +1,7 @@
 r"""Segment-based RGB-video student (method doc §5).
 
-Per frame s of a clip: f_s = W · Dropout(GAP(backbone(x_s))) ∈ R^D (the student's "fc1", W
-initialised N(0, 0.001²), bias 0, as in the reference). Clip semantic vector v = (1/S) Σ_s f_s
+Per frame s of a clip: f_s = W · Dropout(GAP(backbone(x_s))) ∈ R^D (the student's "fc1"; W
+initialised N(0, 0.001²), bias 0, as in the reference, when a pretrained backbone is loaded). Clip semantic vector v = (1/S) Σ_s f_s
 (matched to the teachers' fc2 by the SP loss); logits o = consensus(f_1 … f_S) (``avg`` or
 ``trn``, see ``consensus.py``). GSDM maps are the five backbone stage outputs averaged over the S
 segments, kept in autograd (the reference detached them, so its GSDM term had no gradient —
@@ -64,8 +64,12 @@ class Student(nn.Module):
         self.partial_bn = config.partial_bn
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.backbone.channels[-1], semantic_dim)
-        nn.init.normal_(self.fc.weight, std=0.001)
-        nn.init.zeros_(self.fc.bias)
+        if config.weights:
+            # TSN / the reference initialise the new fc N(0, 0.001²) on top of pretrained
+            # features; a backbone trained from scratch keeps PyTorch's default init, whose
+            # tiny-std alternative leaves the logits constant for many epochs.
+            nn.init.normal_(self.fc.weight, std=0.001)
+            nn.init.zeros_(self.fc.bias)
         self.consensus = build_consensus(
             config.consensus,
             config.segments,

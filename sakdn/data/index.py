@@ -1,0 +1,213 @@
+"""The paired sample index: one entry per (recording, camera view), and the splits over it.
+
+A :class:`Sample` pairs one video with the sensor streams recorded at the same time, so the
+teachers and the student always see the same recording (method doc §8 P1: never zip
+independently shuffled loaders). Splits are functions of the index: an official protocol gives
+(train, test), and :func:`carve_validation` holds out training subjects for model selection so
+that the test split is never used to choose anything (P12).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+from sakdn.errors import ConfigError, DatasetError
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[object, ...]:
+    """Sort key that orders digit runs by value ("a2" before "a10"), as natsort does."""
+    return tuple(int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(text))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One camera view of one recording plus the sensor files recorded with it.
+
+    ``sensors`` maps a sensor name to the file holding it; one file may hold several sensors
+    (UTD-MHAD's ``d_iner`` has the accelerometer in columns 0–2 and the gyroscope in 3–5), and
+    the dataset's adapter knows how to cut each sensor out of its file. ``recording`` is shared
+    by all views of one recording so that sensor images are computed once per recording; it
+    defaults to ``key``.
+    """
+
+    key: str
+    label: int  # 0-based class index
+    subject: int
+    action: int  # the dataset's own action code
+    repetition: int
+    view: int = 0
+    scene: int = 0
+    session: int = 0
+    video: str = ""  # "" when the dataset has no video
+    sensors: tuple[tuple[str, str], ...] = ()
+    recording: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.recording:
+            object.__setattr__(self, "recording", self.key)
+
+    def sensor_file(self, name: str) -> str | None:
+        """The file holding sensor ``name``, or None when this recording lacks it."""
+        for sensor, path in self.sensors:
+            if sensor == name:
+                return path
+        return None
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """All samples of a dataset (or of one split of it) with the dataset's class and sensor names."""
+
+    dataset: str
+    root: str
+    class_names: tuple[str, ...]
+    sensor_names: tuple[str, ...]
+    samples: tuple[Sample, ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for s in self.samples:
+            if s.key in seen:
+                raise DatasetError(self.root, f"sample key {s.key!r} occurs twice in the index")
+            seen.add(s.key)
+            if not 0 <= s.label < len(self.class_names):
+                raise DatasetError(
+                    s.video or self.root,
+                    f"recording {s.key}: label {s.label} outside 0..{len(self.class_names) - 1}",
+                )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, predicate: Callable[[Sample], bool]) -> SampleIndex:
+        """The samples for which ``predicate`` holds, in their original order."""
+        return replace(self, samples=tuple(s for s in self.samples if predicate(s)))
+
+    def labels(self) -> tuple[int, ...]:
+        return tuple(s.label for s in self.samples)
+
+    def subjects(self) -> tuple[int, ...]:
+        """The distinct subjects, ascending."""
+        return tuple(sorted({s.subject for s in self.samples}))
+
+    def recordings(self) -> tuple[str, ...]:
+        """The distinct recording keys, in first-seen order."""
+        return tuple(dict.fromkeys(s.recording for s in self.samples))
+
+
+# --------------------------------------------------------------------------------------------
+# Split protocols: dataset → protocol name → "is this sample in the training split?"
+
+TrainRule = Callable[[Sample], bool]
+
+_UTD_PROTOCOLS: dict[str, TrainRule] = {
+    "cross_subject": lambda s: s.subject % 2 == 1,  # subjects 1,3,5,7 train; 2,4,6,8 test
+    "trial": lambda s: s.repetition <= 2,  # "subject-specific": trials 1–2 train, 3–4 test
+}
+
+PROTOCOLS: dict[str, dict[str, TrainRule]] = {
+    "utd_mhad": _UTD_PROTOCOLS,
+    "synthetic": dict(_UTD_PROTOCOLS),
+    # Berkeley-MHAD: subjects S01–S07 train, S08–S12 test (datasets.md §3.9).
+    "berkeley_mhad": {"cross_subject": lambda s: s.subject <= 7},
+    # MMAct (datasets.md §4.8): view = camera 1–4, scene 1–4, session 1–5.
+    "mmact": {
+        "cross_subject": lambda s: s.subject <= 16,
+        "cross_view": lambda s: s.view <= 3,
+        "cross_scene": lambda s: s.scene != 2,
+        "cross_session": lambda s: s.session <= 4,
+    },
+}
+
+
+def register_protocol(dataset: str, protocol: str, is_train: TrainRule) -> None:
+    """Add a protocol for a dataset (used by adapters whose datasets ship their own split)."""
+    PROTOCOLS.setdefault(dataset, {})[protocol] = is_train
+
+
+def protocols(dataset: str) -> tuple[str, ...]:
+    """The protocol names known for ``dataset``."""
+    return tuple(PROTOCOLS.get(dataset, {}))
+
+
+def split(index: SampleIndex, protocol: str) -> tuple[SampleIndex, SampleIndex]:
+    """(train, test) of an official protocol; both must be non-empty."""
+    table = PROTOCOLS.get(index.dataset)
+    if table is None:
+        known = ", ".join(PROTOCOLS)
+        raise ConfigError("data.dataset", index.dataset, f"no split protocols; known: {known}")
+    if protocol not in table:
+        known = ", ".join(table)
+        raise ConfigError(
+            "data.protocol", protocol, f"unknown protocol for {index.dataset}; known: {known}"
+        )
+    rule = table[protocol]
+    train = index.subset(rule)
+    test = index.subset(lambda s: not rule(s))
+    for side, part in (("train", train), ("test", test)):
+        if len(part) == 0:
+            raise DatasetError(
+                index.root,
+                f"protocol {protocol!r} leaves the {side} split empty "
+                f"({len(index)} samples, subjects {list(index.subjects())})",
+            )
+    return train, test
+
+
+def carve_validation(
+    train: SampleIndex, fraction: float, seed: int
+) -> tuple[SampleIndex, SampleIndex]:
+    """Hold out a seeded validation split from the training split.
+
+    With at least two training subjects, whole subjects move to validation:
+    ``n_val = clamp(⌈fraction · n_subjects⌉, 1, n_subjects − 1)``, so no subject is on both
+    sides. With a single subject, recordings are held out per class instead
+    (``⌈fraction · n⌉`` of the class's ``n`` recordings, leaving at least one in training).
+    All views of one recording always land on the same side. ``fraction == 0`` gives an
+    empty validation split.
+    """
+    if not 0.0 <= fraction < 1.0 or not math.isfinite(fraction):
+        raise ConfigError("data.val_fraction", fraction, "must be in [0, 1)")
+    if fraction == 0.0 or len(train) == 0:
+        return train, train.subset(lambda s: False)
+    rng = random.Random(seed)
+    subjects = train.subjects()
+    if len(subjects) >= 2:
+        n_val = min(max(_ceil(fraction * len(subjects)), 1), len(subjects) - 1)
+        held = set(rng.sample(list(subjects), n_val))
+        return train.subset(lambda s: s.subject not in held), train.subset(
+            lambda s: s.subject in held
+        )
+    by_class: dict[int, dict[str, None]] = defaultdict(dict)
+    for s in train.samples:
+        by_class[s.label][s.recording] = None
+    held_recordings: set[str] = set()
+    for label in sorted(by_class):
+        recs = sorted(by_class[label], key=natural_key)
+        n_val = min(_ceil(fraction * len(recs)), len(recs) - 1)
+        held_recordings.update(rng.sample(recs, n_val))
+    return train.subset(lambda s: s.recording not in held_recordings), train.subset(
+        lambda s: s.recording in held_recordings
+    )
+
+
+def _ceil(x: float) -> int:
+    """⌈x⌉ that ignores floating-point dust (0.3 · 10 = 3.0000000000000004 → 3)."""
+    return math.ceil(x - 1e-9)

@@ -1,0 +1,223 @@
+"""UTD-MHAD on disk → :class:`SampleIndex` (datasets.md §2).
+
+Layout: ``Inertial/a{A}_s{S}_t{T}_inertial.mat`` (variable ``d_iner``, T×6: acceleration in g,
+then angular rate in deg/s) and ``RGB/a{A}_s{S}_t{T}_color.avi`` (or the RGB-part1..4 folders
+of the split download). One recording = one video + one inertial file; label = A − 1, in
+the official action order. Protocols (``sakdn.data.index``): ``cross_subject`` (subjects 1, 3,
+5, 7 train; 2, 4, 6, 8 test) and ``trial`` (trials 1–2 train, 3–4 test). The synthetic dataset
+is written in the same layout and read by the same code, with its own class names taken from
+``classes.txt`` and any number of subjects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from sakdn.data.index import Sample, SampleIndex, natural_key
+from sakdn.data.problems import Problem, Scan, dataset_error, raise_blocking
+from sakdn.errors import DatasetError
+
+UTD_CLASSES: tuple[str, ...] = (
+    "right arm swipe to the left",
+    "right arm swipe to the right",
+    "right hand wave",
+    "two hand front clap",
+    "right arm throw",
+    "cross arms in the chest",
+    "basketball shoot",
+    "right hand draw x",
+    "right hand draw circle (clockwise)",
+    "right hand draw circle (counter clockwise)",
+    "draw triangle",
+    "bowling (right hand)",
+    "front boxing",
+    "baseball swing from right",
+    "tennis right hand forehand swing",
+    "arm curl (two arms)",
+    "tennis serve",
+    "two hand push",
+    "right hand knock on door",
+    "right hand catch an object",
+    "right hand pick up and throw",
+    "jogging in place",
+    "walking in place",
+    "sit to stand",
+    "stand to sit",
+    "forward lunge (left foot forward)",
+    "squat (two arms stretch out)",
+)
+
+# Sensors of d_iner: "acc" = columns 0–2 (g), "gyro" = columns 3–5 (deg/s); both in one file,
+# cut apart by sakdn.data.sensors.
+SENSOR_NAMES: tuple[str, ...] = ("acc", "gyro")
+
+FILE_RE = re.compile(r"a(\d+)_s(\d+)_t(\d+)_(inertial|depth|skeleton|color)\.(mat|avi)")
+_RGB_DIR = re.compile(r"RGB(-part\d+)?")
+UTD_SUBJECTS = 8
+
+
+def load_inertial(path: str | Path) -> np.ndarray:
+    """``d_iner`` of one inertial file as float64 (T, 6); a DatasetError naming the file if
+    unusable."""
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise dataset_error(str(path), "missing_modality", "inertial file does not exist") from None
+    except Exception as err:  # scipy raises ValueError, MatReadError, NotImplementedError, …
+        raise dataset_error(
+            str(path), "unreadable_file", f"not a readable MATLAB v5 file ({err})"
+        ) from None
+    if "d_iner" not in mat:
+        names = [k for k in mat if not k.startswith("__")]
+        raise dataset_error(
+            str(path), "bad_mat", f"no variable 'd_iner' (found: {names or 'none'})"
+        )
+    data = mat["d_iner"]
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "iuf":
+        raise dataset_error(str(path), "bad_mat", "d_iner is not a real numeric matrix")
+    if data.ndim != 2 or data.shape[1] != 6 or data.shape[0] < 1:
+        raise dataset_error(
+            str(path), "bad_mat", f"d_iner has shape {data.shape}, expected (T, 6)"
+        )
+    return np.asarray(data, dtype=np.float64)
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names, one per non-empty line (surrounding spaces dropped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DatasetError(str(path), f"cannot read class names: {err.strerror}") from None
+    names = tuple(line.strip() for line in lines if line.strip())
+    if not names:
+        raise DatasetError(str(path), "no class names in the file")
+    return names
+
+
+def _scan(folder: Path, modality: str, found: dict[tuple[int, int, int], Path],
+          problems: list[Problem]) -> None:
+    """Add the files of one modality in ``folder`` to ``found``, keyed by (A, S, T)."""
+    for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        m = FILE_RE.fullmatch(path.name)
+        if m is None or m.group(4) != modality or not path.is_file():
+            continue
+        ident = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        if ident in found:
+            key = "a{}_s{}_t{}".format(*ident)
+            problems.append(Problem(
+                "duplicate_recording", str(path),
+                f"recording {key} also stored as {found[ident]}", "error", (key,),
+            ))
+            continue
+        found[ident] = path
+
+
+def scan_utd(
+    root: str | Path,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    dataset: str = "utd_mhad",
+    subjects: int | None = UTD_SUBJECTS,
+) -> Scan:
+    """Index a UTD-MHAD-layout root and list what is wrong with it, without raising.
+
+    One sample per recording with both a colour video and an inertial file. A file without
+    its partner (missing modality), an action code without a class name, a subject outside
+    1..``subjects`` (None: any) and a recording stored twice are ``error`` problems; a missing
+    folder is ``fatal``. Recordings absent in every modality (UTD's three corrupt sequences)
+    are simply not there.
+    """
+    root = Path(root).resolve()
+    names = tuple(class_names) if class_names is not None else UTD_CLASSES
+    empty = SampleIndex(dataset, str(root), names, SENSOR_NAMES, ())
+
+    def fatal(path: Path, message: str) -> Scan:
+        return Scan(empty, (Problem("layout", str(path), message, "fatal"),))
+
+    if not root.is_dir():
+        return fatal(root, "dataset root is not a directory")
+    inertial_dir = root / "Inertial"
+    if not inertial_dir.is_dir():
+        return fatal(root, "no Inertial/ folder (expected the UTD-MHAD layout)")
+    rgb_dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and _RGB_DIR.fullmatch(p.name)),
+        key=lambda p: natural_key(p.name),
+    )
+    if not rgb_dirs:
+        return fatal(root, "no RGB/ (or RGB-part1..4/) folder of color videos")
+    problems: list[Problem] = []
+    inertial: dict[tuple[int, int, int], Path] = {}
+    videos: dict[tuple[int, int, int], Path] = {}
+    _scan(inertial_dir, "inertial", inertial, problems)
+    for folder in rgb_dirs:
+        _scan(folder, "color", videos, problems)
+
+    for ident in sorted(videos.keys() - inertial.keys()):
+        problems.append(Problem(
+            "missing_modality", str(videos[ident]),
+            "no inertial file for this video (expected Inertial/a{}_s{}_t{}_inertial.mat)"
+            .format(*ident),
+        ))
+    for ident in sorted(inertial.keys() - videos.keys()):
+        problems.append(Problem(
+            "missing_modality", str(inertial[ident]),
+            "no color video for this inertial file (expected RGB/a{}_s{}_t{}_color.avi)"
+            .format(*ident),
+        ))
+
+    samples = []
+    for a, s, t in sorted(videos.keys() & inertial.keys()):
+        key = f"a{a}_s{s}_t{t}"
+        if not 1 <= a <= len(names):
+            problems.append(Problem(
+                "unknown_action", str(videos[(a, s, t)]),
+                f"action a{a} has no class name (actions are a1..a{len(names)})",
+            ))
+            continue
+        if subjects is not None and not 1 <= s <= subjects:
+            problems.append(Problem(
+                "unknown_subject", str(videos[(a, s, t)]),
+                f"subject s{s} is not one of s1..s{subjects}",
+            ))
+            continue
+        sensor_file = str(inertial[(a, s, t)])
+        samples.append(
+            Sample(
+                key=key,
+                label=a - 1,
+                subject=s,
+                action=a,
+                repetition=t,
+                video=str(videos[(a, s, t)]),
+                sensors=tuple((name, sensor_file) for name in SENSOR_NAMES),
+                recording=key,
+            )
+        )
+    index = SampleIndex(dataset, str(root), names, SENSOR_NAMES, tuple(samples))
+    if not samples:
+        problems.append(Problem(
+            "layout", str(root), "no recording has both a color video and an inertial file",
+            "fatal",
+        ))
+    return Scan(index, tuple(problems))
+
+
+def read_utd(
+    root: str | Path,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    skip_unpaired: bool = False,
+    dataset: str = "utd_mhad",
+    subjects: int | None = UTD_SUBJECTS,
+) -> SampleIndex:
+    """The usable index of a UTD-MHAD-layout root; DatasetError listing every problem otherwise.
+
+    ``skip_unpaired`` (``data.skip_bad_samples``) leaves the bad files out instead.
+    """
+    return raise_blocking(
+        scan_utd(root, class_names, dataset, subjects), skip_unpaired, str(Path(root))
+    )
