@@ -4,8 +4,11 @@ r"""Temporal consensus heads: per-frame features (B, S, D) → clip logits (B, K
 
 ``trn``: multi-scale temporal relations,
     o = Σ_{k=S}^{2} Σ_{τ ∈ T_k} MLP_k([f_{τ_1} ‖ … ‖ f_{τ_k}]),
-    MLP_k = ReLU → Linear(k·D → hidden) → ReLU → Linear(hidden → K),
-where each τ is a k-tuple of segment indices in temporal order. In training, T_k holds
+    MLP_k = Linear(k·D → hidden) → ReLU → Linear(hidden → K),
+where each τ is a k-tuple of segment indices in temporal order. The reference puts a ReLU in
+front of Linear; here the per-frame feature is the signed semantic vector matched by the SP loss,
+and a leading ReLU discards its negative half — trained from scratch it can leave every input of
+the head at zero and the logits constant, so it is left out. In training, T_k holds
 ``relations_per_scale`` tuples (r_k = min(r, C(S, k))) drawn without replacement by a
 ``torch.Generator`` the module owns (seeded at construction; never numpy's global RNG).
 
@@ -88,7 +91,6 @@ class TRNConsensus(nn.Module):
         self.scales = list(range(s, 1, -1)) if s > 1 else [1]
         self.mlps = nn.ModuleList(
             nn.Sequential(
-                nn.ReLU(),
                 nn.Linear(k * feature_dim, hidden),
                 nn.ReLU(),
                 nn.Linear(hidden, num_classes),

@@ -44,7 +44,7 @@ def build_data(
     With ``final`` the validation subjects go back into training (the final model of a
     search is trained on train + validation and evaluated once on test).
     """
-    index = load_index(config.data)  # the synthetic dataset is written on first use
+    index = load_index(config.data, log=log)  # the synthetic dataset is written on first use
     train, test = split(index, config.data.protocol)
     if config.data.train_subset > 1:
         k = config.data.train_subset  # every k-th training clip (MMAct's 1/2, 1/4, 1/8 lists)

@@ -1,0 +1,186 @@
+"""Two-stage training: gradients of GSDM, determinism, checkpoints, resume, divergence, reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sakdn.config import ExperimentConfig
+from sakdn.errors import TrialDiverged
+from sakdn.train import EpochReport, load_student, load_teachers, train
+from sakdn.train.data import build_data
+from sakdn.train.loop import RunContext
+from sakdn.train.student_stage import StudentStage
+from sakdn.train.teacher_stage import build_teachers
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """3 classes × 4 subjects × 2 repetitions of 1 s, 32-px frames."""
+    from sakdn.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("train-data") / "tiny"
+    return write_synthetic(root, classes=3, subjects=4, repetitions=2, frame_size=32, duration=1.0)
+
+
+def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
+    base = {
+        "data.root": str(root),
+        "data.frame_size": 32,
+        "data.cache_dir": str(tmp / "cache"),
+        "gaf.image_size": 16,
+        "teacher.width": 4,
+        "teacher.epochs": 2,
+        "teacher.batch_size": 4,
+        "teacher.lr": 1e-3,
+        "student.width": 4,
+        "student.segments": 2,
+        "student.epochs": 2,
+        "student.batch_size": 4,
+        "student.partial_bn": False,
+        "student.augment": False,
+        "train.progress": False,
+        "train.output_dir": str(tmp / "run"),
+    }
+    base.update(overrides)
+    return ExperimentConfig().replace(base)
+
+
+def quiet(_: str) -> None:
+    return None
+
+
+def test_gsdm_alone_trains_the_student_path_and_never_the_teachers(tiny_root, tmp_path) -> None:
+    # 64-px frames: the last stage map is 2×2 (a 1×1 map has no spatial attention to match).
+    config = tiny_config(
+        tiny_root, tmp_path, **{"distill.lambda_st": 0.0, "distill.lambda_sp": 0.0,
+                                "distill.ablation_weight": "none", "data.frame_size": 64}
+    )
+    bundle = build_data(config, log=quiet)
+    ctx = RunContext(torch.device("cpu"), False, False, 0, False)
+    teachers = build_teachers(config, bundle)
+    stage = StudentStage(config, bundle, ctx, teachers)
+    stage.model.train()
+    batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
+    terms, _ = stage.distillation_step(batch)
+    assert terms["gsdm"] > 0
+    terms["gsdm"].backward()
+    for name, p in stage.model.backbone.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no GSDM gradient for {name}"
+    for name, p in teachers.named_parameters():
+        assert p.grad is None, f"teacher parameter {name} received a gradient"
+        assert not p.requires_grad
+
+
+def test_ablated_pass_leaves_student_batchnorm_statistics_alone(tiny_root, tmp_path) -> None:
+    import copy
+
+    config = tiny_config(tiny_root, tmp_path, **{"distill.ablation_weight": "prob_drop"})
+    bundle = build_data(config, log=quiet)
+    ctx = RunContext(torch.device("cpu"), False, False, 0, False)
+    stage = StudentStage(config, bundle, ctx, build_teachers(config, bundle))
+    stage.model.train()
+    batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
+    initial = copy.deepcopy(stage.model.state_dict())
+    stage.distillation_step(batch)  # real pass + ablated (zero-input) passes
+    after_step = {k: v.clone() for k, v in stage.model.state_dict().items() if "running" in k}
+    stage.model.load_state_dict(initial)
+    with torch.no_grad():
+        stage.model(batch["frames"])  # the real pass alone
+    for key, value in stage.model.state_dict().items():
+        if "running" in key:
+            assert torch.equal(value, after_step[key]), key
+    assert stage.model.training  # the step put the student back in train mode
+
+
+def test_same_seed_same_metrics_and_checkpoints_round_trip(tiny_root, tmp_path) -> None:
+    a = train(tiny_config(tiny_root, tmp_path / "a"), workdir=tmp_path / "a", log=quiet)
+    b = train(tiny_config(tiny_root, tmp_path / "b"), workdir=tmp_path / "b", log=quiet)
+    drop = {"time/seconds"}
+    assert {k: v for k, v in a.metrics.items() if k not in drop} == {
+        k: v for k, v in b.metrics.items() if k not in drop
+    }
+    assert [h["metrics"] for h in a.history] == [h["metrics"] for h in b.history]
+
+    student, config, meta = load_student(a.student_path)
+    teachers, _, _ = load_teachers(a.teacher_path)
+    assert config == tiny_config(tiny_root, tmp_path / "a")
+    frames = torch.zeros(2, config.student.segments, 3, 32, 32)
+    state = torch.load(a.student_path, weights_only=True)["state_dict"]
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, state[key])
+    assert student(frames).logits.shape == (2, len(meta["class_names"]))
+    sensors = torch.zeros(2, len(meta["sensor_names"]), 3, 16, 16)
+    assert teachers(sensors).logits.shape == (2, 2, 3)
+
+
+def test_reports_every_epoch_on_one_monotone_step(tiny_root, tmp_path) -> None:
+    reports: list[EpochReport] = []
+    train(tiny_config(tiny_root, tmp_path), callback=reports.append, log=quiet)
+    assert [(r.stage, r.epoch) for r in reports] == [
+        ("teacher", 1), ("teacher", 2), ("student", 1), ("student", 2)
+    ]
+    assert [r.step for r in reports] == [1, 2, 3, 4]
+    assert reports[-1].done and not any(r.done for r in reports[:-1])
+    assert all((r.checkpoint_dir / "checkpoint.pt").exists() for r in reports)
+    assert "student/val_acc" in reports[-1].metrics and "teacher/val_acc" in reports[0].metrics
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [("teacher", 1), ("student", 1)])
+def test_resume_after_interruption_gives_the_uninterrupted_result(
+    tiny_root, tmp_path, stop_at
+) -> None:
+    whole = train(tiny_config(tiny_root, tmp_path / "whole"), workdir=tmp_path / "whole", log=quiet)
+
+    def stop(report: EpochReport) -> None:
+        if (report.stage, report.epoch) == stop_at:
+            raise Interrupt
+
+    config = tiny_config(tiny_root, tmp_path / "cut")
+    with pytest.raises(Interrupt):
+        train(config, callback=stop, workdir=tmp_path / "cut", log=quiet)
+    seen: list[tuple[str, int]] = []
+    resumed = train(config, callback=lambda r: seen.append((r.stage, r.epoch)),
+                    workdir=tmp_path / "cut", log=quiet)
+    assert stop_at not in seen  # the finished epoch was not trained again
+    assert resumed.metrics["student/val_acc"] == whole.metrics["student/val_acc"]
+    assert [h["metrics"] for h in resumed.history] == [h["metrics"] for h in whole.history]
+
+
+def test_nan_loss_stops_with_trial_diverged(tiny_root, tmp_path, monkeypatch) -> None:
+    from sakdn import losses
+
+    monkeypatch.setattr(losses, "semantic_match", lambda s, t: s.sum() * float("nan"))
+    with pytest.raises(TrialDiverged) as info:
+        train(tiny_config(tiny_root, tmp_path), log=quiet)
+    assert info.value.stage == "student" and info.value.epoch == 1 and info.value.term == "sp"
+    assert "epoch 1" in str(info.value) and "'sp'" in str(info.value)
+
+
+def test_teacher_store_reuses_an_identical_teacher_stage(tiny_root, tmp_path) -> None:
+    store = tmp_path / "store"
+    first = train(tiny_config(tiny_root, tmp_path / "1"), workdir=tmp_path / "1",
+                  teacher_store=store, log=quiet)
+    reports: list[EpochReport] = []
+    second = train(
+        tiny_config(tiny_root, tmp_path / "2", **{"distill.lambda_gsdm": 0.5}),
+        callback=reports.append, workdir=tmp_path / "2", teacher_store=store, log=quiet,
+    )
+    assert first.teacher_cache_hit is False and second.teacher_cache_hit is True
+    a = torch.load(first.teacher_path, weights_only=True)["state_dict"]
+    b = torch.load(second.teacher_path, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.stage for r in reports][:2] == ["teacher", "teacher"]  # replayed curves
+    events = [json.loads(x) for x in (store / "events.jsonl").read_text().splitlines()]
+    assert [e["hit"] for e in events] == [False, True]
+
+    third = train(tiny_config(tiny_root, tmp_path / "3", **{"teacher.lr": 2e-3}),
+                  workdir=tmp_path / "3", teacher_store=store, log=quiet)
+    assert third.teacher_cache_hit is False  # a teacher setting changed: trained anew
