@@ -57,6 +57,40 @@ class RunContext:
         return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
+class StageState:
+    """What both stages share: the best-validation weights and a resumable state.
+
+    Subclasses set ``model``, ``optimizer``, ``schedule``, ``best_acc`` and ``best_state``.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    best_acc: float
+    best_state: dict[str, torch.Tensor] | None
+
+    def finish(self) -> None:
+        """Keep the best-validation weights (the last ones when there is no validation)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "best_acc": self.best_acc,
+            "best_state": self.best_state,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.best_acc = state["best_acc"]
+        self.best_state = state["best_state"]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,7 +13,6 @@ Fixes of the reference code (method doc §8), each where it happens below:
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train.data import DataBundle
 from sakdn.train.loop import (
     RunContext,
+    StageState,
     check_finite,
     make_loader,
     make_optimizer,
@@ -50,7 +50,7 @@ def build_student(config: ExperimentConfig, bundle: DataBundle) -> Student:
     )
 
 
-class StudentStage:
+class StudentStage(StageState):
     """Owns the student, its optimiser and schedule, and the frozen teachers."""
 
     def __init__(
@@ -226,25 +226,6 @@ class StudentStage:
             metrics[f"student/{split}_top5"] = topk_correct(logits, labels, 5) / max(len(labels), 1)
         return metrics
 
-    def finish(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "best_acc": self.best_acc,
-            "best_state": self.best_state,
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.best_acc = state["best_acc"]
-        self.best_state = state["best_state"]
 
 
 def teacher_weights(

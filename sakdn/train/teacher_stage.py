@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
@@ -13,6 +12,7 @@ from sakdn.models.teacher import TeacherEnsemble, teacher_loss
 from sakdn.train.data import DataBundle
 from sakdn.train.loop import (
     RunContext,
+    StageState,
     check_finite,
     make_loader,
     make_optimizer,
@@ -35,7 +35,7 @@ def build_teachers(config: ExperimentConfig, bundle: DataBundle) -> TeacherEnsem
     )
 
 
-class TeacherStage:
+class TeacherStage(StageState):
     """Owns the teachers, their optimiser and schedule; one ``run_epoch`` per epoch.
 
     Batches are paired: every branch sees the sensors of the same recordings in the same
@@ -104,26 +104,6 @@ class TeacherStage:
             self.model, dataset, self.config, self.ctx, self.bundle.index.sensor_names, split
         )
 
-    def finish(self) -> None:
-        """Keep the best-validation weights (the last ones when there is no validation)."""
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "best_acc": self.best_acc,
-            "best_state": self.best_state,
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.best_acc = state["best_acc"]
-        self.best_state = state["best_state"]
 
 
 @torch.no_grad()
