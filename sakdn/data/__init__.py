@@ -34,7 +34,21 @@ def _synthetic(root: str, config: DataConfig) -> Scan:
 
     # An existing dataset (any generator parameters, e.g. a small one written by
     # `sakdn data synth`) is read as it is; a missing one is written with the defaults.
-    path = Path(root) if (Path(root) / "generator.json").exists() else ensure_synthetic(root)
+    meta = Path(root) / "generator.json"
+    if not meta.exists():
+        path = ensure_synthetic(root)
+    else:
+        import json
+
+        from sakdn.data.synthetic import VERSION
+        from sakdn.errors import DatasetError
+
+        found = json.loads(meta.read_text()).get("version")
+        if found != VERSION:
+            raise DatasetError(str(root), f"synthetic dataset written by generator version "
+                               f"{found}, this is version {VERSION}; delete the folder to "
+                               "write it anew")
+        path = Path(root)
     names = read_class_names(Path(path) / "classes.txt")
     return scan_utd(path, class_names=names, dataset="synthetic", subjects=None)
 

@@ -63,7 +63,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class SampleIndex:
-    """All samples of a dataset (or of one split of it) with the dataset's class and sensor names."""
+    """All samples of a dataset (or of one split of it), with its class and sensor names."""
 
     dataset: str
     root: str

@@ -13,13 +13,19 @@ Sensors (50 Hz by default), in the sensor's own moving frame ``R(t) = R_wrist(t)
     gyro(t) = vee(R(t)ᵀ Ṙ(t)) · 180/π    [deg/s]
 
 plus white noise and a per-recording bias. ``R_place`` (how the sensor sits on the wrist) is
-drawn per subject. Video: the hand is a shaded disc at the perspective projection of p(t)
-(camera 2 m in front, so motion in depth barely changes the disc), over a cluttered textured
-background with occluders in front of the scene, a static torso and per-frame camera jitter.
+drawn per subject. Video: the hand is a shaded, motion-blurred disc at the perspective
+projection of p(t) (camera 2 m in front, so motion in depth barely changes it) with a dark
+forearm from a fixed shoulder and the subject's torso, in one cluttered textured room shared
+by all recordings, with occluders in front, camera shake, flicker and pixel noise.
+
+Checked by training (cross-subject, default parameters, 127 training recordings): a small CNN
+on 32-px GASF images of both sensors reaches 94–98 % test accuracy; the ``small_cnn`` backbone
+on 8 frames, averaged, 30–38 % (chance 12.5 %), confusing the look-alike pairs.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -36,7 +42,7 @@ from sakdn.data.video import write_video
 from sakdn.errors import ConfigError, DatasetError
 
 GRAVITY = 9.80665  # m/s², one g
-VERSION = 1  # bump when the generator's output changes for the same parameters
+VERSION = 2  # bump when the generator's output changes for the same parameters
 OMIT = ("a2_s3_t4",)  # dropped like UTD-MHAD's corrupt recordings (when inside the grid)
 
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: sakdn synthetic generator"
@@ -76,7 +82,8 @@ MOTIONS: tuple[Motion, ...] = (
 
 SHAPES = ("circle", "line", "eight", "triangle")
 _AXIS = {"x": 0, "y": 1, "z": 2}
-_PLANES = {frozenset("xy"): 0, frozenset("xz"): 1, frozenset("yz"): 2}  # frontal, horizontal, sagittal
+# Planes of the class vectors' one-hot: frontal (facing the camera), horizontal, sagittal.
+_PLANES = {frozenset("xy"): 0, frozenset("xz"): 1, frozenset("yz"): 2}
 _TWIST_PHASE = (0.0, math.pi / 2, math.pi / 4)  # fixed offsets: roll, pitch, yaw
 _NOMINAL_PLACEMENT = (0.45, -0.6, 0.85)  # rad: a sensor frame not aligned with the wrist
 
@@ -144,7 +151,7 @@ class _Subject:
 
 def _subject(seed: int, s: int) -> _Subject:
     rng = np.random.default_rng([seed, 1, s])
-    angles = np.asarray(_NOMINAL_PLACEMENT) + rng.uniform(-0.25, 0.25, 3)
+    angles = np.asarray(_NOMINAL_PLACEMENT) + rng.uniform(-0.4, 0.4, 3)
     return _Subject(
         tempo=float(rng.uniform(0.85, 1.2)),
         amplitude=float(rng.uniform(0.85, 1.15)),
@@ -158,7 +165,7 @@ def _subject(seed: int, s: int) -> _Subject:
 
 @dataclass(frozen=True)
 class _Take:
-    """One repetition: its timing, amplitude, plane tilt and wrist-signature variation."""
+    """One repetition: its timing, amplitude, plane tilt and wrist variation."""
 
     frames: int
     rest: tuple[float, float]  # share of the recording before / after the movement
@@ -166,6 +173,8 @@ class _Take:
     amplitude: float
     tilt: np.ndarray  # (3, 3) small rotation of the gesture's plane
     twist_gain: np.ndarray  # (3,)
+    wobble: np.ndarray  # (3,) rad: a class-independent wrist wobble (roll, pitch, yaw)
+    wobble_cycles: float
 
 
 def _take(rng: np.random.Generator, subject: _Subject, duration: float, fps: float) -> _Take:
@@ -176,7 +185,9 @@ def _take(rng: np.random.Generator, subject: _Subject, duration: float, fps: flo
         warp=float(rng.uniform(-0.3, 0.3)),
         amplitude=subject.amplitude * float(rng.uniform(0.9, 1.1)),
         tilt=_rot(*rng.uniform(-0.12, 0.12, 3)),
-        twist_gain=rng.uniform(0.8, 1.2, 3),
+        twist_gain=rng.uniform(0.7, 1.3, 3),
+        wobble=rng.uniform(-0.15, 0.15, 3),
+        wobble_cycles=float(rng.uniform(0.5, 3.0)),
     )
 
 
@@ -197,25 +208,35 @@ def _pose(m: Motion, subject: _Subject, take: _Take, x: np.ndarray):
     local[:, _AXIS[m.axes[1]]] = uv[:, 1]
     pos = subject.offset + local @ take.tilt.T
     amp = np.asarray(m.twist) * take.twist_gain
-    angles = [amp[i] * np.sin(2 * math.pi * m.twist_cycles * p + _TWIST_PHASE[i]) for i in range(3)]
+    angles = [amp[i] * np.sin(2 * math.pi * m.twist_cycles * p + _TWIST_PHASE[i])
+              + take.wobble[i] * np.sin(2 * math.pi * take.wobble_cycles * p) for i in range(3)]
     wrist = _rot(*angles)  # (N, 3, 3)
     return pos, wrist @ subject.placement
 
 
-def _inertial(m: Motion, subject: _Subject, take: _Take, fps: float, imu_rate: float,
-              rng: np.random.Generator) -> np.ndarray:
-    """``d_iner`` (N, 6): acc in g (gravity included) and gyro in deg/s, both in the sensor frame."""
-    n = round(take.frames * imu_rate / fps)
-    duration = take.frames / fps
-    over = 4  # differentiate on a finer grid, then keep every 4th sample
-    t = np.arange(n * over) / (imu_rate * over)
-    dt = 1.0 / (imu_rate * over)
-    pos, rot = _pose(m, subject, take, t / duration)
+def imu_readings(pos: np.ndarray, rot: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ideal accelerometer and gyroscope of a sensor moving along ``pos`` with attitude ``rot``.
+
+    pos: (N, 3) metres in the world frame (y up); rot: (N, 3, 3) sensor-to-world rotations,
+    sampled every ``dt`` seconds. Returns (acc (N, 3) in g, gyro (N, 3) in deg/s), both in the
+    sensor's frame: acc = Rᵀ (p̈ / g₀ + ŷ) (specific force), [gyro]ₓ = Rᵀ Ṙ.
+    """
     acc = np.gradient(np.gradient(pos, dt, axis=0, edge_order=2), dt, axis=0, edge_order=2)
     force = acc / GRAVITY + np.array([0.0, 1.0, 0.0])  # specific force in g, world frame
     acc_s = np.einsum("nji,nj->ni", rot, force)  # Rᵀ f
     skew = np.einsum("nji,njk->nik", rot, np.gradient(rot, dt, axis=0, edge_order=2))  # Rᵀ Ṙ
     gyro_s = np.degrees(np.stack([skew[:, 2, 1], skew[:, 0, 2], skew[:, 1, 0]], axis=1))
+    return acc_s, gyro_s
+
+
+def _inertial(m: Motion, subject: _Subject, take: _Take, fps: float, imu_rate: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """``d_iner`` (N, 6): acc in g (gravity included), gyro in deg/s, in the sensor's frame."""
+    n = round(take.frames * imu_rate / fps)
+    over = 4  # differentiate on a finer grid, then keep every 4th sample
+    t = np.arange(n * over) / (imu_rate * over)
+    pos, rot = _pose(m, subject, take, t * fps / take.frames)
+    acc_s, gyro_s = imu_readings(pos, rot, 1.0 / (imu_rate * over))
     acc_s, gyro_s = acc_s[::over], gyro_s[::over]
     acc_s = acc_s + rng.normal(0, 0.02, 3) + rng.normal(0, 0.015, acc_s.shape)
     gyro_s = gyro_s + rng.normal(0, 1.0, 3) + rng.normal(0, 2.0, gyro_s.shape)
@@ -228,17 +249,17 @@ def _inertial(m: Motion, subject: _Subject, take: _Take, fps: float, imu_rate: f
 # ---------------------------------------------------------------------------------------- video
 
 
-def _room(seed: int, s: int, side: int, subject: _Subject) -> np.ndarray:
-    """A subject's static background (side, side, 3): textured clutter and the torso.
+def _room(seed: int, side: int) -> np.ndarray:
+    """The recording room (side, side, 3): a textured wall with cluttered furniture.
 
-    One room per subject, as in a real recording session: since every class of a subject is
-    filmed in front of the same clutter, the background cannot stand in for the action.
+    One room for the whole dataset, as in UTD-MHAD's single recording site: the clutter is
+    the same behind every class and every subject, so it never tells the class.
     """
-    rng = np.random.default_rng([seed, 3, s, side])
+    rng = np.random.default_rng([seed, 3, side])
     small = rng.uniform(0, 1, (side // 8 + 2, side // 8 + 2, 3))
     reps = -(-side // small.shape[0]) + 1
     noise = np.kron(small, np.ones((reps, reps, 1)))[:side, :side]
-    bg = 0.25 + 0.25 * noise + rng.normal(0, 0.04, (side, side, 3))
+    room = 0.25 + 0.25 * noise + rng.normal(0, 0.04, (side, side, 3))
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
     for _ in range(rng.integers(10, 18)):  # clutter: rectangles and discs
         color = 0.4 * rng.uniform(0, 1, 3) + 0.2
@@ -248,11 +269,19 @@ def _room(seed: int, s: int, side: int, subject: _Subject) -> np.ndarray:
             mask = (np.abs(xx - cx) < w) & (np.abs(yy - cy) < h)
         else:
             mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.6 * w) ** 2
-        bg[mask] = color
+        room[mask] = color
+    return room
+
+
+def _with_torso(room: np.ndarray, subject: _Subject) -> np.ndarray:
+    """The room with the subject's torso standing in front of it."""
+    side = room.shape[0]
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
     c = side / 2
     torso = ((xx - c) / (0.16 * side)) ** 2 + ((yy - 1.15 * c) / (0.3 * side)) ** 2 < 1
-    bg[torso] = subject.torso
-    return bg
+    out = room.copy()
+    out[torso] = subject.torso
+    return out
 
 
 def _occluders(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,14 +306,14 @@ def _segment_distance(px: np.ndarray, py: np.ndarray, ax: float, ay: float, bx: 
     return np.hypot(px - ax - t * vx, py - ay - t * vy)
 
 
-def _render(m: Motion, subject: _Subject, take: _Take, room: np.ndarray, size: int,
+def _render(m: Motion, subject: _Subject, take: _Take, scene: np.ndarray, size: int,
             rng: np.random.Generator) -> np.ndarray:
-    """(frames, size, size, 3) uint8 RGB of the arm and the motion-blurred hand over the room."""
-    j = (room.shape[0] - size) // 2
-    side = room.shape[0]
+    """(frames, size, size, 3) uint8 RGB: the arm and the motion-blurred hand over ``scene``."""
+    j = (scene.shape[0] - size) // 2
+    side = scene.shape[0]
     occ, alpha = _occluders(rng, side)
-    # Hand positions at _BLUR sub-times across each frame's exposure (half a frame period).
-    sub = (np.arange(take.frames)[:, None] + 0.5 * np.linspace(-0.5, 0.5, _BLUR)) / take.frames
+    # Hand positions at _BLUR sub-times across each frame's exposure (one frame period).
+    sub = (np.arange(take.frames)[:, None] + np.linspace(-0.5, 0.5, _BLUR)) / take.frames
     pos, _ = _pose(m, subject, take, np.clip(sub.ravel(), 0.0, 1.0))
     depth = _CAM_DIST - pos[:, 2]
     f = _FOCAL * size
@@ -302,7 +331,7 @@ def _render(m: Motion, subject: _Subject, take: _Take, room: np.ndarray, size: i
     out = np.empty((take.frames, size, size, 3), dtype=np.uint8)
     for k in range(take.frames):
         oy, ox = shake[k]
-        frame = room[oy:oy + size, ox:ox + size].copy()
+        frame = scene[oy:oy + size, ox:ox + size].copy()
         px, py = xx + ox, yy + oy  # canvas coordinates of the frame's pixels
         dist = _segment_distance(px, py, sx, sy, cx[k, mid], cy[k, mid])
         arm = np.clip(arm_half + 0.5 - dist, 0, 1)[..., None]
@@ -370,9 +399,9 @@ def _readme(params: dict[str, Any], motions: tuple[Motion, ...], omitted: list[s
         "Synthetic action dataset in the UTD-MHAD layout (sakdn.data.synthetic).",
         "",
         "Files",
-        "  Inertial/a{A}_s{S}_t{T}_inertial.mat  MAT v5 (zlib), one variable d_iner, float64 N x 6:",
-        "      columns 1-3 acceleration in g (gravity included), 4-6 angular rate in deg/s,",
-        "      both in the wrist sensor's own moving frame, sampled at imu_rate Hz.",
+        "  Inertial/a{A}_s{S}_t{T}_inertial.mat  MAT v5 (zlib), one variable d_iner, float64",
+        "      N x 6: columns 1-3 acceleration in g (gravity included), 4-6 angular rate in",
+        "      deg/s, both in the wrist sensor's own moving frame, sampled at imu_rate Hz.",
         "  RGB/a{A}_s{S}_t{T}_color.avi          MJPEG, frame_size x frame_size RGB at fps.",
         "  classes.txt                           class names, line A = action A, label A-1.",
         "  class_vectors.npy                     float32 (classes x 16), row k = class k,",
@@ -389,11 +418,14 @@ def _readme(params: dict[str, Any], motions: tuple[Motion, ...], omitted: list[s
         "  and a wrist attitude signature (roll/pitch/yaw amplitudes, oscillations per",
         "  recording). Per subject: tempo, amplitude, hand position, skin colour and the",
         "  sensor's placement on the wrist (a rotation of its frame). Per repetition: rest",
-        "  before/after, time warp, amplitude, a small tilt of the plane, wrist-signature gain.",
+        "  before/after, time warp, amplitude, a small tilt of the plane, wrist-signature gain",
+        "  and a class-independent wrist wobble.",
         "  acc = R^T (p''/g + y_up), gyro = vee(R^T R') in deg/s, plus noise and bias, rounded",
-        "  to 1e-3 g and 1e-2 deg/s. The video shows the hand as a shaded disc (perspective",
-        "  projection, camera 2 m away: depth motion barely changes it) over a cluttered",
-        "  background with a torso, occluders in front, camera shake, flicker and pixel noise.",
+        "  to 1e-3 g and 1e-2 deg/s. The video shows the hand as a shaded, motion-blurred disc",
+        "  (perspective projection, camera 2 m away: depth motion barely changes it) with a",
+        "  dark forearm and the subject's torso, in one cluttered room shared by all recordings",
+        "  (so the background never tells the class), with occluders in front, camera shake,",
+        "  flicker and pixel noise.",
         "  Pairs that look alike on video but differ in the sensors: circle clockwise /",
         "  counter clockwise, swipe left / right, push forward / pull back.",
         "",
@@ -446,7 +478,8 @@ def write_synthetic(
     motions = MOTIONS[:classes]
     people = {s: _subject(seed, s) for s in range(1, subjects + 1)}
     side = frame_size + 2 * max(1, round(_JITTER * frame_size / 64))
-    rooms = {s: _room(seed, s, side, subject) for s, subject in people.items()}
+    room = _room(seed, side)
+    scenes = {s: _with_torso(room, subject) for s, subject in people.items()}
     omitted = []
     for a, m in enumerate(motions, start=1):
         for s, subject in people.items():
@@ -459,8 +492,8 @@ def write_synthetic(
                 take = _take(rng, subject, duration, fps)
                 _write_mat(out / "Inertial" / f"{key}_inertial.mat",
                            _inertial(m, subject, take, fps, imu_rate, rng))
-                write_video(out / "RGB" / f"{key}_color.avi",
-                            _render(m, subject, take, rooms[s], frame_size, rng), fps=fps, codec="mjpeg")
+                frames = _render(m, subject, take, scenes[s], frame_size, rng)
+                write_video(out / "RGB" / f"{key}_color.avi", frames, fps=fps, codec="mjpeg")
     (out / "classes.txt").write_text("".join(m.name + "\n" for m in motions), encoding="utf-8")
     np.save(out / "class_vectors.npy", class_vectors(motions))
     params = _params(seed, classes, subjects, repetitions, frame_size, duration, fps, imu_rate,
@@ -487,8 +520,10 @@ def ensure_synthetic(root: str | Path, seed: int = 0, **options: Any) -> Path:
     An existing ``root`` written with other parameters raises DatasetError.
     """
     root = Path(root)
-    defaults = {"classes": 8, "subjects": 8, "repetitions": 4, "frame_size": 64,
-                "duration": 2.0, "fps": 15, "imu_rate": 50, "omit": OMIT}
+    defaults = {
+        name: p.default for name, p in inspect.signature(write_synthetic).parameters.items()
+        if name not in ("out_dir", "seed")
+    }
     unknown = set(options) - set(defaults)
     if unknown:
         raise ConfigError("synthetic", sorted(unknown), "unknown generator options")
@@ -500,6 +535,7 @@ def ensure_synthetic(root: str | Path, seed: int = 0, **options: Any) -> Path:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
     try:
         write_synthetic(tmp, seed=seed, **options)
         try:

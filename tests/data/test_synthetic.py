@@ -125,6 +125,7 @@ def test_ensure_writes_once_and_checks_parameters(tmp_path):
     assert ensure_synthetic(root, seed=0, **SMALL) == root
     assert (root / "generator.json").stat().st_mtime_ns == stamp and _hashes(root) == before
     assert [p.name for p in root.parent.iterdir()] == ["syn"]  # no temporary folder left
+    assert root.stat().st_mode & 0o755 == 0o755  # readable by others, like any written folder
     with pytest.raises(DatasetError, match="seed"):
         ensure_synthetic(root, seed=1, **SMALL)
     foreign = tmp_path / "foreign"
@@ -168,3 +169,20 @@ def test_default_dataset_through_the_adapter(tmp_path):
     assert len(val.subjects()) == 1 and not set(fit.subjects()) & set(val.subjects())
     train, test = split(index, "trial")
     assert {s.repetition for s in train} == {1, 2} and (len(train), len(test)) == (128, 127)
+
+
+def test_imu_readings_of_a_uniform_circle():
+    """Hand-computed case: a sensor on a turntable (radius r, rate w about the camera axis z,
+    its x axis pointing outward). In its own frame: centripetal acc (−w²r/g₀, 0, 0), gravity
+    Rᵀŷ = (sin wt, cos wt, 0), and gyro (0, 0, w) in deg/s."""
+    r, w, dt = 0.2, 3.0, 1e-3
+    t = np.arange(2000) * dt
+    c, s = np.cos(w * t), np.sin(w * t)
+    pos = np.stack([r * c, r * s, np.zeros_like(t)], axis=1)
+    rot = np.zeros((len(t), 3, 3))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1
+    acc, gyro = synthetic.imu_readings(pos, rot, dt)
+    expected = np.stack([-w * w * r / synthetic.GRAVITY + s, c, np.zeros_like(t)], axis=1)
+    np.testing.assert_allclose(acc[2:-2], expected[2:-2], atol=1e-5)
+    np.testing.assert_allclose(gyro[2:-2], np.tile([0, 0, np.degrees(w)], (len(t) - 4, 1)),
+                               atol=1e-3)
