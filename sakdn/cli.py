@@ -50,17 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--workdir", type=Path, help="checkpoints and models (default train.output_dir)")
     tr.add_argument("--from-best", metavar="SEARCH",
                     help="final training from a search's best configuration (train+val → test)")
-    tr.add_argument("--tracking-uri", help="MLflow tracking URI for --from-best")
+    tr.add_argument("--tracking-uri", help="MLflow tracking URI for --from-best "
+                    "(default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db)")
+    tr.add_argument("--model-name", help="registered model name for --from-best "
+                    "(default: sakdn-SEARCH)")
 
     se = sub.add_parser("search", help="run a distributed hyperparameter search")
     se.add_argument("experiment", type=Path)
     se.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key (student.lr=0.01) or a search key (search.num_samples=4)")
     se.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
 
     be = sub.add_parser("best", help="best configuration and metric of a search")
-    be.add_argument("search")
-    be.add_argument("--tracking-uri")
+    be.add_argument("search", help="search name or parent run id")
+    be.add_argument("--tracking-uri",
+                    help="default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db")
+    be.add_argument("--yaml", action="store_true",
+                    help="print the best configuration as an experiment YAML")
 
     rp = sub.add_parser("report", help="write a search's HTML report")
     rp.add_argument("search")
@@ -83,7 +90,8 @@ def cmd_train(args) -> int:
     if args.from_best:
         from sakdn.search.final import train_from_best
 
-        train_from_best(args.from_best, tracking_uri=args.tracking_uri, overrides=args.set)
+        train_from_best(args.from_best, tracking_uri=args.tracking_uri, overrides=args.set,
+                        workdir=args.workdir, model_name=args.model_name)
         return 0
     from sakdn.train import EpochReport, train
 
@@ -124,15 +132,21 @@ def cmd_data(args) -> int:
 def cmd_search(args) -> int:
     from sakdn.search.run import run_search
 
-    run_search(args.experiment, overrides=args.set, resume=args.resume, address=args.address)
-    return 0
+    result = run_search(args.experiment, overrides=args.set, resume=args.resume,
+                        address=args.address)
+    return 1 if result.interrupted else 0
 
 
 def cmd_best(args) -> int:
     from sakdn.search.final import best_of
 
     best = best_of(args.search, tracking_uri=args.tracking_uri)
-    print(json.dumps(best, indent=1))
+    if args.yaml:
+        from sakdn.config import dump_yaml, from_flat
+
+        print(dump_yaml(from_flat(best["config"])), end="")
+    else:
+        print(json.dumps(best, indent=1))
     return 0
 
 

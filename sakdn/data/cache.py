@@ -16,6 +16,7 @@ preprocessing settings, so editing a file or a setting makes a new entry.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -225,13 +226,30 @@ def prepare(
     key = cache_key(index, spec)
     entry = Path(cache_dir) / key
     if (entry / "manifest.json").exists():
-        log(f"preprocessing cache hit: {entry}")
-        data = PreprocessedData(entry)
-        problems = [Problem(**{**p, "samples": tuple(p["samples"])})
-                    for p in data.manifest.get("problem_list", [])]
-        _stop_or_list(index, problems, data.manifest["skipped"], skip_bad, log)
-        return data
+        return _reuse(index, entry, skip_bad, log)
+    # One builder per entry: concurrent trials or commands wait for it, then read its result.
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (entry / "manifest.json").exists():
+                return _reuse(index, entry, skip_bad, log)
+            return _build(index, spec, entry, key, workers, progress, skip_bad, log)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
+
+def _reuse(index: SampleIndex, entry: Path, skip_bad: bool, log) -> PreprocessedData:
+    log(f"preprocessing cache hit: {entry}")
+    data = PreprocessedData(entry)
+    problems = [Problem(**{**p, "samples": tuple(p["samples"])})
+                for p in data.manifest.get("problem_list", [])]
+    _stop_or_list(index, problems, data.manifest["skipped"], skip_bad, log)
+    return data
+
+
+def _build(index, spec, entry: Path, key: str, workers, progress, skip_bad, log) -> PreprocessedData:
+    """Compute every missing item under ``parts/`` (resumable), then consolidate."""
     parts = entry / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     rec_keys, reps, _ = recordings_of(index)

@@ -1,0 +1,405 @@
+"""Per-trial figures: what a finished run learned, as PNG files (matplotlib, Agg canvas).
+
+From a run's work directory (``models/student.pt``, ``models/teachers.pt``, the history in
+``checkpoint/checkpoint.pt``) :func:`write_trial_figures` draws:
+
+- ``confusion_matrix.png``: student and fused-teacher confusion matrices on the validation
+  split (the test split for a final run, whose validation split is empty), class names on
+  both axes, rows normalised to the true class;
+- ``gsdm_attention.png``: the paper's visual explanation. For a few validation clips, the
+  student's map of every stage over the clip's middle frame, next to each teacher's map of
+  the same stage and that sensor's GAF image. The maps are exactly those the GSDM loss
+  compares (``sakdn.losses.gsdm_maps``): M = n(max(0, w · Σ_c A_c)) with the ablation
+  weight w of ``distill.ablation_weight``, teacher maps resized to the student's size, n the
+  per-sample ``distill.map_norm``; each teacher map is labelled with its distance D to the
+  student map (``sakdn.losses.map_distance``);
+- ``gaf_images.png``: one recording per class, every sensor's Gramian-angular-field image
+  shown as an RGB image (x, y, z axes → R, G, B);
+- ``learning_curves.png``: loss terms and train / validation accuracy per epoch of both
+  stages, from the run's history.
+
+Nothing here imports Ray or MLflow: :func:`log_trial_figures` hands the files to any
+tracker with ``log_artifact(path, artifact_path)`` (the trial's ``RunBuffer``). Figures are
+drawn on ``matplotlib.figure.Figure`` objects (no pyplot state), so trials and threads never
+share a figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from sakdn import losses
+from sakdn.config import ExperimentConfig, parse_subset
+
+logger = logging.getLogger(__name__)
+
+CONFUSION, ATTENTION, GAF, CURVES = (
+    "confusion_matrix.png", "gsdm_attention.png", "gaf_images.png", "learning_curves.png",
+)
+FIGURES = (CONFUSION, ATTENTION, GAF, CURVES)
+STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")  # GSDM pairs 1..5
+DPI = 80
+
+
+@dataclass
+class RunFiles:
+    """A finished run, reloaded from its work directory."""
+
+    student: torch.nn.Module
+    teachers: torch.nn.Module
+    config: ExperimentConfig
+    meta: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def load_run(workdir: str | Path, config: ExperimentConfig | None = None) -> RunFiles:
+    """The models, config and per-epoch history a run left in ``workdir``.
+
+    ``config`` replaces the saved one (e.g. to point ``data.root`` at another copy of the
+    dataset); the models are always built from the saved config.
+    """
+    from sakdn.errors import ConfigError
+    from sakdn.train import checkpoint as ckpt
+    from sakdn.train import load_student, load_teachers
+
+    workdir = Path(workdir)
+    student_file = workdir / "models" / ckpt.STUDENT_NAME
+    if not student_file.exists():
+        raise ConfigError("workdir", str(workdir), f"no trained student ({student_file} missing)")
+    student, saved, meta = load_student(student_file)
+    teachers, _, _ = load_teachers(workdir / "models" / ckpt.TEACHERS_NAME)
+    history: list[dict[str, Any]] = []
+    checkpoint = workdir / "checkpoint" / ckpt.CHECKPOINT_NAME
+    if checkpoint.exists():
+        history = list(ckpt.load(checkpoint).get("history", []))
+    return RunFiles(student, teachers, config or saved, meta, history)
+
+
+def write_trial_figures(
+    workdir: str | Path,
+    out_dir: str | Path,
+    config: ExperimentConfig | None = None,
+    clips: int = 3,
+    examples: int = 4,
+) -> list[Path]:
+    """Draw the four figures of a finished run into ``out_dir``; returns the PNG paths.
+
+    Args:
+        workdir: the run's work directory (what ``sakdn.train.train`` wrote).
+        out_dir: where the PNG files go (created).
+        config: overrides the saved configuration for data access (paths).
+        clips: validation clips in the attention figure (one per class while they last).
+        examples: recordings (classes) in the GAF figure.
+    """
+    from sakdn.data.dataset import ClipDataset, RecordingDataset
+    from sakdn.train.data import build_data
+    from sakdn.train.loop import RunContext
+    from sakdn.train.student_stage import predict_student
+    from sakdn.train.teacher_stage import fused_logits, predict_teachers
+
+    run = load_run(workdir, config)
+    cfg = run.config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(
+        "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    )
+    ctx = RunContext(device, cfg.train.amp, False, cfg.train.seed, False, log=lambda m: None)
+    bundle = build_data(cfg, final=bool(run.meta.get("final")), log=lambda m: None)
+    split, split_name = (bundle.val, "validation") if len(bundle.val) else (bundle.test, "test")
+    names = list(bundle.index.class_names)
+    student, teachers = run.student.to(device).eval(), run.teachers.to(device).eval()
+
+    paths: list[Path] = []
+    clip_set = ClipDataset(bundle.data, split, cfg.student.segments, train=False)
+    if len(clip_set):
+        s_logits, s_labels = predict_student(student, clip_set, cfg, ctx)
+        recordings = RecordingDataset(bundle.data, split)
+        t_logits, t_labels, t_mask = predict_teachers(teachers, recordings, cfg, ctx)
+        fig = confusion_figure(
+            [confusion(s_logits, s_labels, len(names)),
+             confusion(fused_logits(t_logits, t_mask), t_labels, len(names))],
+            ["student (video)", "teachers (sensors, fused)"], names, split_name,
+        )
+        paths.append(_save(fig, out / CONFUSION))
+        rows = pick_clips(clip_set.labels, clips)
+        batch = torch.utils.data.default_collate([clip_set[i] for i in rows])
+        frames = [middle_frame(bundle.data, int(clip_set.rows[i]), cfg.student.segments)
+                  for i in rows]
+        maps = attention(student, teachers, batch, cfg, bundle.class_vectors, device)
+        fig = attention_figure(maps, frames, batch, names, list(bundle.index.sensor_names))
+        paths.append(_save(fig, out / ATTENTION))
+        rows = pick_clips(clip_set.labels, examples)
+        fig = gaf_figure([clip_set[i] for i in rows], names, list(bundle.index.sensor_names),
+                         cfg.gaf.method)
+        paths.append(_save(fig, out / GAF))
+    paths.append(_save(learning_curves_figure(run.history), out / CURVES))
+    return paths
+
+
+def log_trial_figures(
+    tracker: Any, workdir: str | Path, config: ExperimentConfig | None = None,
+    log: Callable[[str], None] = print, artifact_path: str = "figures",
+) -> list[Path]:
+    """Write a trial's figures into ``<workdir>/figures`` and hand each to ``tracker``.
+
+    A figure must never fail the trial that trained the model: any error is logged and
+    the trial goes on (with the figures drawn so far).
+    """
+    try:
+        paths = write_trial_figures(workdir, Path(workdir) / artifact_path, config)
+    except Exception as err:  # plotting is a by-product; the trained model matters more
+        log(f"figures not drawn: {type(err).__name__}: {err}")
+        logger.warning("figures of %s not drawn", workdir, exc_info=True)
+        return []
+    for path in paths:
+        tracker.log_artifact(path, artifact_path)
+    return paths
+
+
+# --- numbers behind the figures -------------------------------------------------------------
+
+
+def confusion(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """(K, K) counts, row = true class, column = predicted class."""
+    from sakdn.train.metrics import confusion_matrix
+
+    return confusion_matrix(logits.cpu(), labels.cpu(), num_classes).numpy()
+
+
+def pick_clips(labels: Sequence[int], count: int) -> list[int]:
+    """Up to ``count`` item indices: the first item of each class in class order, then more."""
+    labels = list(map(int, labels))
+    firsts = [labels.index(k) for k in sorted(set(labels))]
+    rest = [i for i in range(len(labels)) if i not in firsts]
+    return (firsts + rest)[: max(0, count)]
+
+
+def middle_frame(data: Any, row: int, segments: int) -> np.ndarray:
+    """The clip's frame at the middle evaluation segment, (H, W, 3) uint8."""
+    from sakdn.data.video import tsn_indices
+
+    clip = data.clip(row)
+    idx = tsn_indices(len(clip), segments, train=False)
+    return np.asarray(clip[idx[len(idx) // 2]])
+
+
+@dataclass
+class AttentionMaps:
+    """GSDM maps of one batch: ``student[p]`` (B, H_p, W_p), ``teachers[m][p]`` likewise,
+    ``distance[m][p]`` (B,), weights ``student_w`` (B,) and ``teacher_w`` (M, B)."""
+
+    student: list[torch.Tensor]
+    teachers: list[list[torch.Tensor]]
+    distance: list[list[torch.Tensor]]
+    student_w: torch.Tensor
+    teacher_w: torch.Tensor
+    distilled: tuple[int, ...]  # the stage indices the GSDM loss aligns
+
+
+@torch.no_grad()
+def attention(
+    student: torch.nn.Module, teachers: torch.nn.Module, batch: dict[str, torch.Tensor],
+    config: ExperimentConfig, class_vectors: np.ndarray | None, device: torch.device,
+) -> AttentionMaps:
+    """The maps the GSDM loss compares, for every stage, with the training's weighting."""
+    dc = config.distill
+    frames, sensors = batch["frames"].to(device), batch["sensors"].to(device)
+    mask = batch["mask"].to(device)
+    s_out = student(frames, return_maps=True)
+    t_out = teachers(sensors, mask)
+    b, m_count = t_out.logits.shape[:2]
+    vectors = (torch.as_tensor(class_vectors, dtype=torch.float32, device=device)
+               if class_vectors is not None else None)
+    variant = dc.ablation_weight
+    if variant in ("plain", "graph") and vectors is None:
+        variant = "prob_drop"  # as in training without class vectors
+    if variant == "none":
+        s_w = torch.ones(b, device=device)
+        t_w = torch.ones(m_count, b, device=device)
+    else:
+        t_abl = teachers(torch.zeros_like(sensors), mask).logits.float()
+        s_abl = student(torch.zeros_like(frames)).logits.float()
+        kw = dict(class_vectors=vectors, variant=variant, relu=dc.ablation_relu,
+                  sigma2=dc.graph_sigma2)
+        s_w = losses.ablation_weights(s_out.logits.float(), s_abl, **kw)
+        t_w = torch.stack([losses.ablation_weights(t_out.logits[:, m].float(), t_abl[:, m], **kw)
+                           for m in range(m_count)])
+    s_maps, t_maps = losses.gsdm_maps(
+        [x.float() for x in s_out.maps], s_w,
+        [[t_out.stages[p][m].float() for p in range(len(STAGES))] for m in range(m_count)],
+        t_w, map_norm=dc.map_norm, map_resize=dc.map_resize,
+    )
+    distance = [[torch.stack([losses.map_distance(s[i : i + 1], t[i : i + 1]) for i in range(b)])
+                 for s, t in zip(s_maps, row)] for row in t_maps]
+    chosen = parse_subset(dc.gsdm_pairs, ("1", "2", "3", "4", "5")) if dc.lambda_gsdm > 0 else ()
+    return AttentionMaps(s_maps, t_maps, distance, s_w, t_w,
+                         tuple(int(p) - 1 for p in chosen))
+
+
+# --- drawing --------------------------------------------------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _off(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def confusion_figure(
+    matrices: Sequence[np.ndarray], titles: Sequence[str], class_names: Sequence[str], split: str
+) -> Figure:
+    """Row-normalised confusion matrices side by side, counts written in small matrices."""
+    k = len(class_names)
+    label = 0.048 * max(len(n) for n in class_names) + 0.45  # inches the tick labels take
+    cell = max(2.5, 0.35 * k)
+    width, height = len(matrices) * (cell + label + 0.3), cell + label + 0.8
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=label / width, right=1 - 0.2 / width, bottom=label / height,
+                        top=1 - 0.6 / height, wspace=(label + 0.3) / (cell + 0.01))
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    for ax, cm, title in zip(axes, matrices, titles):
+        totals = cm.sum(axis=1, keepdims=True)
+        rate = cm / np.maximum(totals, 1)
+        ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
+        acc = np.trace(cm) / max(cm.sum(), 1)
+        ax.set_title(f"{title}\n{split} accuracy {acc:.3f} ({int(cm.sum())} items)", fontsize=9)
+        ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(k), class_names, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        if k <= 15:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                                color="white" if rate[i, j] > 0.5 else "black")
+    return fig
+
+
+def attention_figure(
+    maps: AttentionMaps, frames: Sequence[np.ndarray], batch: dict[str, torch.Tensor],
+    class_names: Sequence[str], sensor_names: Sequence[str],
+) -> Figure:
+    """Per clip: a student row (frame, then each stage's map over the frame) and one row per
+    teacher (its GAF image, then each stage's map, labelled with D to the student's map)."""
+    b, m_count, p_count = len(frames), len(maps.teachers), len(STAGES)
+    rows = b * (1 + m_count)
+    height = 1.6 * rows + 0.4
+    fig = Figure(figsize=(1.55 * (1 + p_count), height))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height,
+                        wspace=0.08, hspace=0.35)
+    axes = fig.subplots(rows, 1 + p_count, squeeze=False)
+    labels = batch["label"].tolist()
+    for i, frame in enumerate(frames):
+        top = i * (1 + m_count)
+        h, w = frame.shape[:2]
+        ax = axes[top, 0]
+        ax.imshow(frame)
+        ax.set_title(f"{class_names[labels[i]]}\nstudent  w={float(maps.student_w[i]):+.3f}",
+                     fontsize=7)
+        for p in range(p_count):
+            ax = axes[top, 1 + p]
+            ax.imshow(frame.mean(axis=2), cmap="gray")
+            ax.imshow(maps.student[p][i].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                      extent=(0, w, h, 0), interpolation="bilinear")
+            mark = " · GSDM" if p in maps.distilled else ""
+            ax.set_title(f"{STAGES[p]}{mark}", fontsize=7)
+        for m in range(m_count):
+            row = top + 1 + m
+            ax = axes[row, 0]
+            present = bool(batch["mask"][i, m])
+            ax.imshow(_rgb(batch["sensors"][i, m]))
+            state = f"w={float(maps.teacher_w[m, i]):+.3f}" if present else "missing"
+            ax.set_title(f"teacher {sensor_names[m]}  {state}", fontsize=7)
+            for p in range(p_count):
+                ax = axes[row, 1 + p]
+                ax.imshow(maps.teachers[m][p][i].cpu().numpy(), cmap="jet", vmin=0, vmax=1,
+                          interpolation="nearest")
+                ax.set_title(f"D={float(maps.distance[m][p][i]):.3f}", fontsize=7)
+    for ax in axes.flat:
+        _off(ax)
+    fig.suptitle("GSDM attention maps (student over the frame; teachers on their GAF input)",
+                 fontsize=9, y=1 - 0.1 / height, va="top")
+    return fig
+
+
+def _rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(3, S, S) GAF image in [0, 1] → (S, S, 3) float32 for imshow."""
+    x = np.asarray(image, dtype=np.float32)
+    return np.clip(x.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def gaf_figure(
+    items: Sequence[dict[str, torch.Tensor]], class_names: Sequence[str],
+    sensor_names: Sequence[str], method: str,
+) -> Figure:
+    """One row per example recording, one column per sensor: its GAF image as RGB."""
+    m_count = len(sensor_names)
+    height = 2.1 * len(items) + 0.4
+    fig = Figure(figsize=(2.0 * m_count + 0.4, height))
+    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.02, top=1 - 0.5 / height,
+                        wspace=0.08, hspace=0.25)
+    axes = fig.subplots(len(items), m_count, squeeze=False)
+    for r, item in enumerate(items):
+        for m in range(m_count):
+            ax = axes[r, m]
+            if bool(item["mask"][m]):
+                ax.imshow(_rgb(item["sensors"][m]), interpolation="nearest")
+                ax.set_title(f"{class_names[int(item['label'])]} · {sensor_names[m]}", fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "missing", ha="center", va="center")
+                ax.set_title(sensor_names[m], fontsize=8)
+            _off(ax)
+    fig.suptitle(f"{method.upper()} images (x, y, z → R, G, B)", fontsize=9)
+    return fig
+
+
+_SKIP = ("lr", "train_acc", "val_acc", "best_val_acc", "test_acc")
+
+
+def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
+    """Loss terms and accuracies per epoch, teacher stage above, student stage below."""
+    fig = Figure(figsize=(9.0, 6.0))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.95, wspace=0.2, hspace=0.4)
+    axes = fig.subplots(2, 2, squeeze=False)
+    for r, stage in enumerate(("teacher", "student")):
+        records = [h for h in history if h.get("stage") == stage]
+        loss_ax, acc_ax = axes[r]
+        if not records:
+            for ax in (loss_ax, acc_ax):
+                ax.text(0.5, 0.5, f"no {stage} epochs recorded", ha="center", va="center")
+                _off(ax)
+            continue
+        epochs = [int(h["epoch"]) for h in records]
+        keys = list(dict.fromkeys(k for h in records for k in h["metrics"]))
+        prefix = f"{stage}/"
+        for key in keys:
+            name = key.removeprefix(prefix)
+            if name.startswith(_SKIP) or name.startswith("val_acc_"):
+                continue
+            ys = [h["metrics"].get(key, np.nan) for h in records]
+            loss_ax.plot(epochs, ys, marker=".", lw=2.0 if name == "loss" else 1.0, label=name)
+        for name, style in (("train_acc", "-"), ("val_acc", "-"), ("best_val_acc", "--")):
+            if any(prefix + name in h["metrics"] for h in records):
+                ys = [h["metrics"].get(prefix + name, np.nan) for h in records]
+                acc_ax.plot(epochs, ys, style, marker=".", label=name)
+        loss_ax.set_title(f"{stage}: training loss terms", fontsize=9)
+        acc_ax.set_title(f"{stage}: accuracy", fontsize=9)
+        acc_ax.set_ylim(-0.02, 1.02)
+        for ax in (loss_ax, acc_ax):
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,627 @@
+"""One HTML report per search, and the search-level plots on its parent run.
+
+``write_report(search)`` reads a search back from MLflow (parent run, child runs, metric
+histories, the best trial's figures) and from its Optuna study (the parent's ``sakdn.study``
+tag), and writes into one folder:
+
+- ``report.html``: a single self-contained page (CSS inline, images as data URIs: it opens
+  from disk, no server): the summary (trial states, best trial, pruning savings, teacher
+  store hits, the command that reproduces the best model), the leaderboard, the search
+  plots and the best trial's figures;
+- ``plots/*.png``: Optuna's optimisation history, parameter importances, parallel
+  coordinates, slice plots, intermediate values and timeline (matplotlib backend), and the
+  Pareto front for a multi-objective search; ``plots.html``: the same plots interactive
+  (plotly, its script inlined once);
+- ``leaderboard.csv`` / ``leaderboard.html``: one row per trial: state, objective value(s),
+  epochs run, compute spent, teacher-store hit, sampled params.
+
+Everything is also logged to the parent run (``report/``, ``plots/``, ``leaderboard/``).
+
+Pruning savings: a pruned trial ran ``e`` of its ``E`` planned student epochs; the search
+saved Σ (E − e) student epochs over its pruned trials, and about that many times the
+median measured seconds per student epoch (from the metric timestamps of the trials).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from sakdn import tracking as tr
+from sakdn.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TEACHER_STEP_METRIC, STUDENT_STEP_METRIC = "teacher/loss", "student/loss"  # one point / epoch
+STATE_ORDER = {tr.COMPLETE: 0, tr.PRUNED: 1, tr.STOPPED: 2, tr.FAILED: 3, tr.RUNNING: 4}
+STUDY_STATE = {"COMPLETE": tr.COMPLETE, "PRUNED": tr.PRUNED, "FAIL": tr.FAILED,
+               "RUNNING": tr.RUNNING, "WAITING": tr.RUNNING}
+DPI = 80
+
+
+@dataclass
+class TrialRow:
+    """One trial of the leaderboard."""
+
+    number: int | None
+    state: str
+    run_id: str
+    values: list[float | None]  # per objective: the study's value, else the best reported
+    teacher_epochs: int
+    student_epochs: int
+    planned_epochs: int
+    seconds: float
+    seconds_per_student_epoch: float | None
+    teacher_cache_hit: str
+    params: dict[str, Any]
+    error: str = ""
+    pareto: bool = False
+
+
+@dataclass
+class Savings:
+    """What pruning saved, in student epochs and (estimated) trial seconds."""
+
+    pruned: int
+    epochs_run: int  # by the pruned trials
+    epochs_not_run: int
+    planned_total: int  # student epochs of every finished trial run to the end
+    seconds_per_epoch: float | None
+    seconds_saved: float | None
+
+    @property
+    def fraction(self) -> float:
+        return self.epochs_not_run / self.planned_total if self.planned_total else 0.0
+
+
+@dataclass
+class SearchRecord:
+    """A search read back from MLflow and its Optuna study."""
+
+    name: str
+    tracking_uri: str
+    parent: Any
+    metrics: list[str]
+    modes: list[str]
+    rows: list[TrialRow]
+    study: Any = None
+    study_error: str = ""
+    param_names: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> TrialRow | None:
+        complete = [r for r in self.rows if r.state == tr.COMPLETE and r.values[0] is not None]
+        if not complete:
+            return None
+        sign = -1.0 if self.modes[0] == "max" else 1.0
+        return min(complete, key=lambda r: (sign * r.values[0], r.number or 0))
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def write_report(
+    search: str, out: str | Path | None = None, tracking_uri: str | None = None,
+    log_to_run: bool = True,
+) -> Path:
+    """Write the report of a search (name or parent run id); returns ``report.html``'s path.
+
+    ``out`` defaults to ``<search dir>/report`` (the parent's ``sakdn.search_dir``), else
+    ``reports/<name>``. With ``log_to_run`` the files are also logged to the parent run.
+    """
+    from sakdn.search.experiment import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    record = collect(search, uri)
+    out = Path(out) if out else _default_out(record)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = search_plots(record, out / "plots")
+    board_csv, board_html = write_leaderboard(record, out)
+    figures = best_trial_figures(record, out / "best_trial")
+    page = out / "report.html"
+    page.write_text(render_report(record, plots, figures, savings(record.rows)))
+    if log_to_run:
+        mlflow = tr.client(uri)
+        run_id = record.parent.info.run_id
+        mlflow.log_artifact(run_id, str(page), "report")
+        for path in (board_csv, board_html):
+            mlflow.log_artifact(run_id, str(path), "leaderboard")
+        for path in [*plots.values(), out / "plots.html"]:
+            if path.exists():
+                mlflow.log_artifact(run_id, str(path), "plots")
+    return page
+
+
+def report_search(result: Any) -> Path | None:
+    """The end of ``run_search``: write and log the report; never raises (the search's
+    own outcome is already recorded)."""
+    if not getattr(result, "parent_run_id", None):
+        return None
+    try:
+        page = write_report(result.parent_run_id, out=Path(result.path) / "report",
+                            tracking_uri=result.tracking_uri)
+    except Exception as err:  # a report is a view of the results, not one of them
+        logger.warning("search report not written: %s: %s", type(err).__name__, err,
+                       exc_info=True)
+        return None
+    print(f"report: {page}", flush=True)
+    return page
+
+
+def _default_out(record: SearchRecord) -> Path:
+    search_dir = record.parent.data.tags.get("sakdn.search_dir")
+    if search_dir and Path(search_dir).is_dir():
+        return Path(search_dir) / "report"
+    return Path("reports") / record.name
+
+
+# --- reading the search back ----------------------------------------------------------------
+
+
+def collect(search: str, tracking_uri: str) -> SearchRecord:
+    """Parent run, one ``TrialRow`` per child run, and the Optuna study when reachable."""
+    mlflow = tr.client(tracking_uri)
+    parent = tr.find_parent(mlflow, search)
+    if parent is None:
+        raise ConfigError("search", search,
+                          f"no search of this name or parent run id in {tracking_uri}")
+    tags = parent.data.tags
+    metrics = tags.get(tr.METRIC, "student/best_val_acc").split(",")
+    modes = tags.get(tr.MODE, "max").split(",")
+    study, study_error = _load_study(tags.get("sakdn.study", ""))
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)} if study else {}
+    pareto = {t.number for t in study.best_trials} if study and len(metrics) > 1 else set()
+    param_names = sorted({k for t in trials.values() for k in t.params})
+    hits = _store_hits(tags.get("sakdn.search_dir"))
+    rows = []
+    for run in tr.children(mlflow, parent):
+        rows.append(_row(mlflow, run, metrics, modes, trials, param_names, hits))
+    for row in rows:
+        row.pareto = row.number in pareto
+    if not param_names:  # no study: the params that differ between trials
+        param_names = _varying(rows)
+        for row in rows:
+            row.params = {k: row.params.get(k) for k in param_names}
+    rows.sort(key=lambda r: _rank(r, modes[0]))
+    return SearchRecord(tags.get(tr.SEARCH, search), tracking_uri, parent, metrics, modes, rows,
+                        study, study_error, param_names)
+
+
+def _load_study(ref: str) -> tuple[Any, str]:
+    storage, _, name = ref.rpartition("#")
+    if not storage or not name:
+        return None, "the parent run names no Optuna study"
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.load_study(study_name=name, storage=storage), ""
+    except Exception as err:  # a study on another machine: the report goes on without it
+        return None, f"Optuna study {name} in {storage} not readable: {err}"
+
+
+def _store_hits(search_dir: str | None) -> dict[int, str]:
+    """Optuna trial number → "true" / "false" from the teacher store's lookup log.
+
+    Completed trials carry the ``sakdn.teacher_cache_hit`` tag; the log also knows the
+    trials stopped before that tag was set (it names each trial's work directory).
+    """
+    path = Path(search_dir or "") / "teacher_store" / "events.jsonl"
+    if not search_dir or not path.exists():
+        return {}
+    out: dict[int, str] = {}
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        number = _int(Path(str(event.get("run", ""))).name)
+        if number is not None:
+            out[number] = "true" if event.get("hit") else "false"
+    return out
+
+
+def _row(mlflow, run, metrics, modes, trials, param_names, hits) -> TrialRow:
+    tags, info = run.data.tags, run.info
+    number = _int(tags.get(tr.OPTUNA_TRIAL))
+    hit = tags.get("sakdn.teacher_cache_hit") or hits.get(number, "")
+    trial = trials.get(number) if number is not None else None
+    state = tags.get(tr.STATE) or (STUDY_STATE.get(trial.state.name) if trial else tr.RUNNING)
+    teacher = _history(mlflow, info.run_id, TEACHER_STEP_METRIC)
+    student = _history(mlflow, info.run_id, STUDENT_STEP_METRIC)
+    values: list[float | None] = []
+    for i, (metric, mode) in enumerate(zip(metrics, modes)):
+        if trial is not None and trial.state.name == "COMPLETE" and trial.values:
+            values.append(float(trial.values[i]))
+            continue
+        points = [m.value for m in _history(mlflow, info.run_id, metric) if math.isfinite(m.value)]
+        values.append((max(points) if mode == "max" else min(points)) if points else None)
+    end = info.end_time or int(time.time() * 1000)
+    params = dict(trial.params) if trial is not None else {
+        k: v for k, v in run.data.params.items() if not param_names or k in param_names}
+    return TrialRow(
+        number=number, state=state, run_id=info.run_id, values=values,
+        # a teacher stage loaded from the store replays its history but trains nothing
+        teacher_epochs=0 if hit == "true" else len({m.step for m in teacher}),
+        student_epochs=len({m.step for m in student}),
+        planned_epochs=_int(run.data.params.get("student.epochs")) or 0,
+        seconds=max(0.0, (end - info.start_time) / 1000.0),
+        seconds_per_student_epoch=_epoch_seconds(student),
+        teacher_cache_hit=hit,
+        params=params, error=tags.get(tr.ERROR, "")[:300],
+    )
+
+
+def _history(mlflow, run_id: str, key: str) -> list:
+    try:
+        return list(mlflow.get_metric_history(run_id, key))
+    except Exception:  # a metric the run never logged
+        return []
+
+
+def _epoch_seconds(points: Sequence[Any]) -> float | None:
+    """Mean seconds between consecutive epochs of one stage (needs two epochs)."""
+    by_step = sorted({m.step: m.timestamp for m in points}.items())
+    if len(by_step) < 2:
+        return None
+    (s0, t0), (s1, t1) = by_step[0], by_step[-1]
+    return (t1 - t0) / 1000.0 / (s1 - s0)
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _varying(rows: Sequence[TrialRow]) -> list[str]:
+    keys = sorted({k for r in rows for k in r.params})
+    return [k for k in keys if len({str(r.params.get(k)) for r in rows}) > 1]
+
+
+def _rank(row: TrialRow, mode: str) -> tuple:
+    value = row.values[0] if row.values else None
+    key = math.inf if value is None else (-value if mode == "max" else value)
+    return STATE_ORDER.get(row.state, 5), key, row.number if row.number is not None else 1 << 30
+
+
+def savings(rows: Sequence[TrialRow]) -> Savings:
+    """Student epochs (and estimated seconds) that pruning saved against full runs."""
+    pruned = [r for r in rows if r.state == tr.PRUNED]
+    finished = [r for r in rows if r.state in (tr.COMPLETE, tr.PRUNED)]
+    run = sum(r.student_epochs for r in pruned)
+    not_run = sum(max(0, r.planned_epochs - r.student_epochs) for r in pruned)
+    measured = [r.seconds_per_student_epoch for r in rows if r.seconds_per_student_epoch]
+    per_epoch = statistics.median(measured) if measured else None
+    return Savings(
+        pruned=len(pruned), epochs_run=run, epochs_not_run=not_run,
+        planned_total=sum(r.planned_epochs for r in finished), seconds_per_epoch=per_epoch,
+        seconds_saved=not_run * per_epoch if per_epoch is not None else None,
+    )
+
+
+# --- the leaderboard ------------------------------------------------------------------------
+
+
+def leaderboard_columns(record: SearchRecord) -> list[str]:
+    cols = ["trial", "state", *record.metrics]
+    if len(record.metrics) > 1:
+        cols.append("pareto")
+    cols += ["teacher_epochs", "student_epochs", "planned_student_epochs", "compute_s",
+             "teacher_cache_hit", *record.param_names, "run_id", "error"]
+    return cols
+
+
+def leaderboard_records(record: SearchRecord) -> list[dict[str, Any]]:
+    """The leaderboard as plain dicts (best first: completed by objective, then the rest)."""
+    out = []
+    for r in record.rows:
+        row: dict[str, Any] = {"trial": r.number, "state": r.state}
+        row.update(zip(record.metrics, r.values))
+        if len(record.metrics) > 1:
+            row["pareto"] = r.pareto
+        row.update(teacher_epochs=r.teacher_epochs, student_epochs=r.student_epochs,
+                   planned_student_epochs=r.planned_epochs, compute_s=round(r.seconds, 1),
+                   teacher_cache_hit=r.teacher_cache_hit)
+        row.update({k: r.params.get(k) for k in record.param_names})
+        row.update(run_id=r.run_id, error=r.error)
+        out.append(row)
+    return out
+
+
+def write_leaderboard(record: SearchRecord, out: Path) -> tuple[Path, Path]:
+    cols = leaderboard_columns(record)
+    records = leaderboard_records(record)
+    csv_path = out / "leaderboard.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in r.items()} for r in records)
+    html_path = out / "leaderboard.html"
+    html_path.write_text(_page(f"Leaderboard of {record.name}", _table(cols, records)))
+    return csv_path, html_path
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _table(cols: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for r in records:
+        cells = "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols)
+        body.append(f'<tr class="{html.escape(str(r.get("state", "")).lower())}">{cells}</tr>')
+    return (f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+# --- search-level plots ---------------------------------------------------------------------
+
+
+def _plot_specs(record: SearchRecord) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(file stem, title, optuna function name, kwargs) of the plots this search gets."""
+    multi = len(record.metrics) > 1
+    target: dict[str, Any] = {}
+    if multi:
+        target = {"target": lambda t: t.values[0], "target_name": record.metrics[0]}
+    else:
+        target = {"target_name": record.metrics[0]}
+    specs = [
+        ("optimization_history", "Optimisation history", "plot_optimization_history", target),
+        ("param_importances", "Parameter importances", "plot_param_importances",
+         dict(target)),
+        ("parallel_coordinate", "Parallel coordinates", "plot_parallel_coordinate", target),
+        ("slice", "Slice plots", "plot_slice", target),
+    ]
+    if multi:
+        specs.append(("pareto_front", "Pareto front", "plot_pareto_front",
+                      {"target_names": record.metrics}))
+    else:
+        specs.append(("intermediate_values", "Intermediate values (pruning)",
+                      "plot_intermediate_values", {}))
+    specs.append(("timeline", "Timeline", "plot_timeline", {}))
+    if not any(t.state.name == "COMPLETE" for t in record.study.get_trials(deepcopy=False)):
+        # objective plots need a completed trial; the curves and the timeline do not
+        specs = [s for s in specs if s[0] in ("intermediate_values", "timeline")]
+    return specs
+
+
+def search_plots(record: SearchRecord, out_dir: Path) -> dict[str, Path]:
+    """PNG per plot (``{stem: path}``) and ``<out_dir>/../plots.html`` with the interactive ones.
+
+    A plot Optuna cannot draw yet (importances with fewer than two completed trials, a
+    Pareto front without completed trials) is left out with a warning.
+    """
+    if record.study is None:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization as vis
+    import optuna.visualization.matplotlib as vis_mpl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir.parent / "plots.html").unlink(missing_ok=True)  # from an earlier report
+    pngs: dict[str, Path] = {}
+    interactive: list[tuple[str, Any]] = []
+    for stem, title, name, kwargs in _plot_specs(record):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend
+            try:
+                axes = getattr(vis_mpl, name)(record.study, **kwargs)
+                fig = _figure_of(axes)
+                fig.savefig(out_dir / f"{stem}.png", dpi=DPI, bbox_inches="tight")
+                plt.close(fig)
+                pngs[stem] = out_dir / f"{stem}.png"
+                interactive.append((title, getattr(vis, name)(record.study, **kwargs)))
+            except Exception as err:  # e.g. too few completed trials for this plot
+                plt.close("all")
+                logger.warning("plot %s of search %s skipped: %s", stem, record.name, err)
+    if interactive:
+        _write_interactive(record, interactive, out_dir.parent / "plots.html")
+    return pngs
+
+
+def _figure_of(axes: Any):
+    import numpy as np
+
+    first = np.asarray(axes, dtype=object).flat[0] if not hasattr(axes, "figure") else axes
+    return first.figure
+
+
+def _write_interactive(record: SearchRecord, figs: list[tuple[str, Any]], path: Path) -> None:
+    parts = []
+    for i, (title, fig) in enumerate(figs):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    path.write_text(_page(f"Search {record.name}: interactive plots", "\n".join(parts)))
+
+
+# --- the best trial's figures ---------------------------------------------------------------
+
+
+def best_trial_figures(record: SearchRecord, out_dir: Path) -> list[Path]:
+    """The best trial's per-trial figures: its MLflow ``figures/`` artifacts, else drawn
+    from its work directory when that is still on this machine."""
+    best = record.best
+    if best is None:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar in logs
+    try:
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(
+            run_id=best.run_id, artifact_path="figures", tracking_uri=record.tracking_uri,
+            dst_path=str(out_dir))
+        found = _in_figure_order(Path(local).glob("*.png"))
+        if found:
+            return found
+    except Exception as err:  # not logged (older trial, figures failed): try the work dir
+        logger.info("no figures logged for run %s: %s", best.run_id, err)
+    search_dir = record.parent.data.tags.get("sakdn.search_dir")
+    if search_dir and best.number is not None:
+        workdir = Path(search_dir) / "trials" / f"{best.number:05d}"
+        if (workdir / "models").is_dir():
+            from sakdn.figures import write_trial_figures
+
+            try:
+                return _in_figure_order(write_trial_figures(workdir, out_dir))
+            except Exception as err:
+                logger.warning("figures of %s not drawn: %s", workdir, err)
+    return []
+
+
+def _in_figure_order(paths) -> list[Path]:
+    """Learning curves, confusion matrix, attention maps, GAF images, then anything else."""
+    from sakdn.figures import ATTENTION, CONFUSION, CURVES, GAF
+
+    rank = {name: i for i, name in enumerate((CURVES, CONFUSION, ATTENTION, GAF))}
+    return sorted(map(Path, paths), key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
+max-width:1400px}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+.muted{color:#666} pre{background:#f5f5f5;padding:8px 12px;overflow-x:auto}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 6px;
+text-align:right;white-space:nowrap} th{background:#f0f0f0;position:sticky;top:0}
+tr.complete td:nth-child(2){color:#1a7f37;font-weight:600}
+tr.pruned td:nth-child(2){color:#9a6700} tr.failed td:nth-child(2){color:#cf222e}
+.scroll{overflow-x:auto;max-height:600px} .facts td{text-align:left;white-space:normal}
+figure{display:inline-block;margin:8px;vertical-align:top} figcaption{font-size:13px}
+img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+            f"<body>{body}</body></html>")
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _figure(path: Path, caption: str) -> str:
+    return (f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def render_report(
+    record: SearchRecord, plots: dict[str, Path], figures: Sequence[Path], saved: Savings
+) -> str:
+    """The self-contained page (every image inlined)."""
+    e = html.escape
+    tags, metrics = record.parent.data.tags, record.parent.data.metrics
+    counts = record.counts()
+    best = record.best
+    objective = ", ".join(f"{m} ({d})" for m, d in zip(record.metrics, record.modes))
+    facts = [
+        ("search", record.name),
+        ("objective", objective),
+        ("experiment file", tags.get("sakdn.experiment_file", "")),
+        ("search space", tags.get("sakdn.space_file", "")),
+        ("trials", ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in
+                             (tr.COMPLETE, tr.PRUNED, tr.FAILED, tr.STOPPED, tr.RUNNING)
+                             if counts.get(s, 0) or s in (tr.COMPLETE, tr.PRUNED, tr.FAILED))),
+        ("MLflow parent run", f"{record.parent.info.run_id} in {record.tracking_uri}"),
+    ]
+    if "time/wall_s" in metrics:
+        facts.append(("wall time", f"{metrics['time/wall_s']:.0f} s"))
+    if best is not None:
+        values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(record.metrics, best.values))
+        facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"))
+    facts.append(("pruning", _savings_text(saved)))
+    facts.append(("teacher store", _teacher_text(record)))
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
+    uri = record.tracking_uri
+    commands = "\n".join([
+        f"sakdn best {record.name} --tracking-uri {uri}",
+        f"sakdn train --from-best {record.name} --tracking-uri {uri}",
+        f"mlflow ui --backend-store-uri {uri}",
+    ])
+    body = [
+        f"<h1>Search {e(record.name)}</h1>",
+        f'<p class="muted">generated {e(time.strftime("%Y-%m-%d %H:%M:%S"))}</p>',
+        f'<table class="facts">{rows}</table>',
+        "<h2>Reproduce the best model</h2>",
+        f"<pre>{e(commands)}</pre>",
+        "<h2>Leaderboard</h2>",
+        f'<div class="scroll">{_table(leaderboard_columns(record), leaderboard_records(record))}'
+        "</div>",
+        "<h2>Search plots</h2>",
+    ]
+    if plots:
+        body.append('<p>Interactive versions: <a href="plots.html">plots.html</a> '
+                    "(next to this page, and on the parent run under plots/).</p>")
+        titles = {stem: title for stem, title, _, _ in _plot_specs(record)}
+        body += [_figure(p, titles.get(stem, stem)) for stem, p in plots.items()]
+    else:
+        body.append(f"<p>No search plots: {e(record.study_error or 'nothing to plot yet')}</p>")
+    body.append("<h2>Best trial</h2>")
+    if figures:
+        label = f"trial {best.number}" if best is not None else ""
+        body += [_figure(p, f"{label}: {Path(p).stem.replace('_', ' ')}") for p in figures]
+    else:
+        body.append("<p>No figures of a completed trial.</p>")
+    return _page(f"Search {record.name}", "\n".join(body))
+
+
+def _savings_text(s: Savings) -> str:
+    if not s.pruned:
+        return "no trial was pruned"
+    text = (f"{s.pruned} trial(s) pruned after {s.epochs_run} student epoch(s) in all: "
+            f"{s.epochs_not_run} student epoch(s) not run "
+            f"({100 * s.fraction:.0f}% of the {s.planned_total} that running every finished "
+            "trial to the end would take)")
+    if s.seconds_saved is not None:
+        text += (f", about {s.seconds_saved:.3g} s of trial time at "
+                 f"{s.seconds_per_epoch:.3g} s per student epoch")
+    return text
+
+
+def _teacher_text(record: SearchRecord) -> str:
+    m = record.parent.data.metrics
+    if "teacher_store/lookups" in m:
+        hits, lookups = int(m.get("teacher_store/hits", 0)), int(m["teacher_store/lookups"])
+    else:
+        flags = [r.teacher_cache_hit for r in record.rows if r.teacher_cache_hit]
+        hits, lookups = flags.count("true"), len(flags)
+    if not lookups:
+        return "not used"
+    return (f"{hits} of {lookups} teacher stages loaded from the store instead of trained "
+            f"({lookups - hits} trained)")

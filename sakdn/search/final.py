@@ -1,0 +1,184 @@
+"""After a search: the best configuration (``sakdn best``) and the final model
+(``sakdn train --from-best``), both read from MLflow.
+
+The best trial is the COMPLETE child run with the best value of the search's (first)
+objective, as tagged on the parent run (``sakdn.metric`` / ``sakdn.mode``). Its params are
+the trial's full flat config; they are parsed back to typed values with the config's own
+key types, so ``ExperimentConfig.from_flat(best["config"])`` rebuilds the trial's config.
+
+The final model trains on train + validation (``train(..., final=True)``), is evaluated once
+on test, logged as a run tagged with the search, and its student registered in the MLflow
+model registry (pytorch flavour). Reload it with::
+
+    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")   # a sakdn Student
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sakdn.config import ExperimentConfig, all_keys, from_flat, parse_overrides, parse_value
+from sakdn.errors import ConfigError
+from sakdn.search.experiment import DEFAULT_METRIC, default_tracking_uri
+
+
+def _tracking():
+    from sakdn import tracking as tr
+
+    tr.configure_http()
+    return tr
+
+
+def best_of(search: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The best completed trial of a search (by name or parent run id).
+
+    Returns ``{search, parent_run_id, experiment_id, run_id, trial, metric, mode, value,
+    config}`` where ``config`` is the trial's typed flat config.
+    """
+    tr = _tracking()
+    uri = tracking_uri or default_tracking_uri()
+    mlflow = tr.client(uri)
+    parent = tr.find_parent(mlflow, search)
+    if parent is None:
+        raise ConfigError("search", search, f"no search of this name or parent run id in {uri}")
+    metric = parent.data.tags.get(tr.METRIC, DEFAULT_METRIC).split(",")[0]
+    mode = parent.data.tags.get(tr.MODE, "max").split(",")[0]
+    runs = tr.search_runs(
+        mlflow, [parent.info.experiment_id],
+        {tr.PARENT_TAG: parent.info.run_id, tr.ROLE: "trial", tr.STATE: tr.COMPLETE},
+    )
+    scored = [r for r in runs if metric in r.data.metrics]
+    if not scored:
+        raise ConfigError("search", search, f"no completed trial reported {metric} yet")
+    sign = 1 if mode == "max" else -1
+    # ties go to the lowest Optuna trial number, as in Optuna's own best_trial
+    best = max(scored, key=lambda r: (sign * r.data.metrics[metric], -_number(r, tr)))
+    number = best.data.tags.get(tr.OPTUNA_TRIAL)
+    return {
+        "search": parent.data.tags.get(tr.SEARCH, search),
+        "parent_run_id": parent.info.run_id,
+        "experiment_id": parent.info.experiment_id,
+        "run_id": best.info.run_id,
+        "trial": int(number) if number is not None else None,
+        "metric": metric,
+        "mode": mode,
+        "value": best.data.metrics[metric],
+        "config": config_from_params(best.data.params),
+    }
+
+
+def _number(run, tr) -> int:
+    try:
+        return int(run.data.tags.get(tr.OPTUNA_TRIAL, ""))
+    except ValueError:
+        return 1 << 30
+
+
+def config_from_params(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow params (text) → typed flat config values, by each key's declared type."""
+    known = set(all_keys())
+    flat = {k: parse_value(k, v) for k, v in params.items() if k in known}
+    from_flat(flat, file="MLflow params")  # validates
+    return flat
+
+
+@dataclass
+class FinalResult:
+    """The final training of a search's best configuration."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+    config: ExperimentConfig
+    workdir: Path
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def train_from_best(
+    search: str,
+    tracking_uri: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    workdir: str | Path | None = None,
+    model_name: str | None = None,
+) -> FinalResult:
+    """Train the best configuration on train + validation, test once, log and register."""
+    import mlflow as fluent
+
+    from sakdn.train import load_student, train
+
+    tr = _tracking()
+    uri = tracking_uri or default_tracking_uri()
+    best = best_of(search, uri)
+    config = from_flat(best["config"], file="best configuration")
+    if overrides:
+        config = config.replace(parse_overrides(list(overrides)), file="--set")
+    name = best["search"]
+    workdir = Path(workdir or Path(config.train.output_dir) / f"final-{name}")
+    model_name = model_name or f"sakdn-{name}"
+
+    mlflow = tr.client(uri)
+    run = mlflow.create_run(
+        best["experiment_id"], run_name=f"{name}-final",
+        tags={tr.ROLE: "final", tr.SEARCH: name, tr.SEARCH_RUN: best["parent_run_id"],
+              "sakdn.source_run_id": best["run_id"], "sakdn.source_trial": str(best["trial"]),
+              **tr.environment_tags()},
+    )
+    run_id = run.info.run_id
+    tr.log_batch(mlflow, run_id, params=config.to_flat())
+    status = "FAILED"
+    try:
+        def log_epoch(report) -> None:
+            tr.log_batch(mlflow, run_id, metrics=_metrics(report.metrics, report.step))
+            print(f"[final {report.stage} {report.epoch:3d}] "
+                  + "  ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in report.metrics.items()
+                              if k.endswith(("loss", "train_acc"))), flush=True)
+
+        result = train(config, callback=log_epoch, workdir=workdir, final=True)
+        last = max((h["step"] for h in result.history), default=0)
+        tr.log_batch(mlflow, run_id, metrics=_metrics(result.metrics, last))
+        for path in (result.student_path, result.teacher_path):
+            mlflow.log_artifact(run_id, str(path), "models")
+        student, _, _ = load_student(result.student_path)
+        fluent.set_tracking_uri(uri)
+        with fluent.start_run(run_id=run_id):
+            info = fluent.pytorch.log_model(
+                student, name="student", registered_model_name=model_name,
+                pip_requirements=_requirements(),
+                # the module itself (its class is sakdn's): reloads whole, any batch size
+                serialization_format="pickle",
+            )
+        version = str(info.registered_model_version)
+        mlflow.set_tag(run_id, "sakdn.registered_model", f"{model_name}/{version}")
+        status = "FINISHED"
+    finally:
+        mlflow.set_terminated(run_id, status=status)
+    test = {k: v for k, v in result.metrics.items() if "test" in k}
+    print(f"final model of {name}: {test}  registered as models:/{model_name}/{version} "
+          f"(run {run_id})", flush=True)
+    return FinalResult(run_id, model_name, version, dict(result.metrics), config, workdir, best)
+
+
+def _metrics(values: dict[str, Any], step: int):
+    from mlflow.entities import Metric
+
+    from sakdn.tracking import numeric_metrics
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, int(step)) for k, v in numeric_metrics(values).items()]
+
+
+def _requirements() -> list[str]:
+    """Pinned to what runs here (no inference); loading also needs this package (sakdn)."""
+    from importlib import metadata
+
+    out = []
+    for name in ("torch", "torchvision", "numpy"):
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return out

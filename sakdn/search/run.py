@@ -1,0 +1,519 @@
+"""``sakdn search``: validate, prepare data, open the MLflow parent run, run Tune, summarise.
+
+Order matters: the experiment file, the ``search:`` section, the space, sampler, pruner and
+scheduler are all validated before Ray starts, so a typo fails in a second with a message
+naming the file. Then the preprocessing caches are built once (trials only read them), the
+MLflow parent run is opened (or reopened on ``--resume``), and Ray is joined: the cluster in
+``RAY_ADDRESS`` (set by ``ray job submit``) or ``--address``, else an embedded single-node
+Ray bound to the loopback interface.
+
+Layout of a search on disk (``search.storage_path``, default ``runs/search``)::
+
+    <storage>/mlflow.db, mlartifacts/     MLflow store (when no tracking URI is given)
+    <storage>/optuna.db                   Optuna studies (when no study storage is given)
+    <storage>/<name>/tune/                Ray Tune's experiment (what --resume restores)
+    <storage>/<name>/trials/<number>/     trial work dirs: checkpoints, models, MLflow spool
+    <storage>/<name>/tickets/             Tune trial id → Optuna trial number
+    <storage>/<name>/teacher_store/       trained teacher sets, shared by trials
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sakdn.config import ExperimentConfig, Scalar, dump_yaml, load_config, parse_overrides
+from sakdn.errors import ConfigError
+from sakdn.search.experiment import SearchConfig, load_search, split_overrides
+from sakdn.search.space import SearchSpace, load_space
+
+logger = logging.getLogger(__name__)
+
+TUNE_DIR = "tune"
+
+
+@dataclass
+class SearchResult:
+    """What a finished (or resumed-and-finished) search produced."""
+
+    name: str
+    path: str
+    tracking_uri: str
+    experiment_id: str | None
+    parent_run_id: str | None
+    study_storage: str
+    study_name: str
+    metric: tuple[str, ...]
+    best_value: float | list[float] | None = None
+    best_trial: int | None = None
+    best_run_id: str | None = None
+    best_config: dict[str, Scalar] | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # child-run states
+    study_counts: dict[str, int] = field(default_factory=dict)  # Optuna trial states
+    teacher_hits: int = 0
+    teacher_lookups: int = 0
+    wall_time_s: float = 0.0
+    interrupted: bool = False  # stopped before every trial ended (Ctrl-C): --resume continues
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated search, ready to run."""
+
+    search: SearchConfig
+    config: ExperimentConfig  # the experiment, paths absolute
+    space: SearchSpace
+    experiment_path: str
+
+
+def prepare(experiment_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Prepared:
+    """Read and validate everything a search needs; raises before anything starts."""
+    from sakdn.search.prepare import absolute_paths
+
+    search_over, config_items = split_overrides(list(overrides))
+    search = load_search(experiment_path, search_over)
+    config = load_config(experiment_path, parse_overrides(config_items))
+    config = absolute_paths(config, Path.cwd()).replace({"train.progress": False})
+    space = load_space(search.space)
+    return Prepared(search, config, space, str(experiment_path))
+
+
+def run_search(
+    experiment_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    address: str | None = None,
+) -> SearchResult:
+    """Run (or with ``resume`` continue) the search an experiment file describes."""
+    started = time.time()
+    _quiet_logs()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:  # read when ray is imported: loopback-only single-node Ray
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # teacher epochs lack it
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the CLIReporter's columns
+    # Short epochs + num_to_keep make Tune snapshot its state often: wanted (resume), not a
+    # problem worth a warning per epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+    p = prepare(experiment_path, overrides)
+    parts = _build_parts(p)  # sampler, pruner, searcher, scheduler: may raise ConfigError
+    tune_dir = p.search.search_dir / TUNE_DIR
+    restorable = _check_state(p, parts["searcher"], tune_dir, resume)
+
+    from sakdn.search.prepare import build_caches
+
+    print(f"preparing data for {p.search.name} ...", flush=True)
+    build_caches(p.config, p.space, log=lambda m: print(m, flush=True))
+
+    tracking = _open_tracking(p, resume)
+    ray_started = _init_ray(address)
+    try:
+        _fit(p, parts, tracking, tune_dir, restorable)
+    except BaseException:
+        _close(p, parts, tracking, started, interrupted=True)
+        raise
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+    # Tune returns normally after Ctrl-C too (and then calls every trial TERMINATED): the
+    # study knows better — trials it still holds RUNNING were never told an outcome.
+    unfinished = _running_trials(parts["searcher"])
+    result = _close(p, parts, tracking, started, interrupted=bool(unfinished))
+    _print_summary(result)
+    if not unfinished:
+        from sakdn.report import report_search  # plots, leaderboard, report on the parent
+
+        report_search(result)
+    return result
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _build_parts(p: Prepared) -> dict[str, Any]:
+    from sakdn.search.driver import TicketingSearcher, make_scheduler
+    from sakdn.search.scheduler import make_pruner
+    from sakdn.search.searcher import make_sampler
+
+    s = p.search
+    options = dict(s.sampler_options)
+    unknown = sorted(set(options) - {"n_startup_trials"})
+    if unknown:
+        raise ConfigError(f"search.sampler_options.{unknown[0]}", options[unknown[0]],
+                          "unknown sampler option; use n_startup_trials", s.file)
+    try:
+        sampler = make_sampler(s.sampler, seed=s.seed, concurrency=s.max_concurrent_trials,
+                               **options)
+        pruner = make_pruner(s.pruner, **s.pruner_options)
+        metric, mode = s.objective()
+        s.search_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_dir(s.study_storage)
+        searcher = TicketingSearcher(
+            p.space, base=p.config.to_flat(), metric=metric, mode=mode, sampler=sampler,
+            pruner=pruner, storage=s.study_storage, study_name=s.study_name,
+            points_to_evaluate=s.points_to_evaluate or None, search_dir=str(s.search_dir),
+        )
+        prune_mode = s.mode[0]
+        scheduler = make_scheduler(s.scheduler, searcher, s.prune_metric, prune_mode,
+                                   s.scheduler_options, max_t=_max_student_epochs(p))
+    except ConfigError as err:
+        raise err.with_file(s.file) if s.file and not err.file else err
+    return {"searcher": searcher, "scheduler": scheduler}
+
+
+def _max_student_epochs(p: Prepared) -> int:
+    if "student.epochs" in p.space:
+        param = p.space["student.epochs"]
+        return int(param.high if param.high is not None else max(param.choices))
+    return p.config.student.epochs
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_state(p: Prepared, searcher, tune_dir: Path, resume: bool) -> bool:
+    """Refuse to overwrite an existing search; on resume, say what is restored."""
+    from ray.tune import Tuner
+
+    restorable = Tuner.can_restore(str(tune_dir))
+    asked = len(searcher.study.trials)
+    if not resume:
+        found = []
+        if restorable or tune_dir.exists():
+            found.append(f"Tune state in {tune_dir}")
+        if asked:
+            found.append(f"Optuna study {p.search.study_name!r} with {asked} trial(s)")
+        if found:
+            raise ConfigError(
+                "search.name", p.search.name,
+                "a search of this name exists (" + "; ".join(found) + "): pass --resume to "
+                "continue it, or set another search.name", p.search.file,
+            )
+        return False
+    if not restorable:
+        print(f"no Tune state to restore in {tune_dir}: starting Tune afresh "
+              f"(the study keeps its {asked} trial(s))", flush=True)
+        searcher.adopt_orphans(known=set())
+    return restorable
+
+
+# --- tracking -------------------------------------------------------------------------------
+
+
+def _open_tracking(p: Prepared, resume: bool):
+    from sakdn import tracking as tr
+
+    s = p.search
+    tr.configure_http()
+    _ensure_sqlite_dir(s.tracking_uri)
+    mlflow = tr.client(s.tracking_uri)
+    try:
+        exp_id = tr.ensure_experiment(
+            mlflow, s.experiment_name, tr.local_artifact_root(s.tracking_uri, s.storage_path)
+        )
+        params = p.config.to_flat()
+        existing = tr.search_runs(mlflow, [exp_id], {tr.ROLE: "parent", tr.SEARCH: s.name})
+        if existing and not resume:
+            raise ConfigError(
+                "search.name", s.name, f"MLflow already holds a search of this name (run "
+                f"{existing[0].info.run_id} in {s.tracking_uri}): pass --resume to continue it, "
+                "or set another search.name", s.file,
+            )
+        if existing:
+            _check_same_experiment(existing[0], params, s)
+        tags = {
+            **tr.environment_tags(),
+            tr.METRIC: ",".join(s.metric), tr.MODE: ",".join(s.mode),
+            "sakdn.experiment_file": str(Path(p.experiment_path).resolve()),
+            "sakdn.space_file": s.space, "sakdn.num_samples": str(s.num_samples),
+            "sakdn.search_dir": str(s.search_dir), "sakdn.study": f"{s.study_storage}#{s.study_name}",
+        }
+        run_id, reopened = tr.open_parent(mlflow, exp_id, s.name, params, tags)
+        if not reopened:
+            _log_parent_artifacts(mlflow, run_id, p)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError("search.tracking_uri", s.tracking_uri,
+                          f"cannot open the MLflow store: {err}", s.file) from None
+    print(f"MLflow: {'reopened' if reopened else 'parent run'} {run_id} in {s.tracking_uri}",
+          flush=True)
+    return tr.SearchTracking(s.tracking_uri, exp_id, run_id, s.name)
+
+
+def _check_same_experiment(parent, params: dict[str, Any], s: SearchConfig) -> None:
+    logged = parent.data.params
+    changed = [k for k, v in params.items() if k in logged and logged[k] != str(v)]
+    if changed:
+        k = changed[0]
+        raise ConfigError(
+            k, params[k], f"the experiment changed since search {s.name!r} started (was "
+            f"{logged[k]!r}); resume with the same settings or start another search.name", s.file,
+        )
+
+
+def _log_parent_artifacts(mlflow, run_id: str, p: Prepared) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "search_resolved.yaml"
+        resolved.write_text(yaml.safe_dump({
+            "search": _plain(dataclasses.asdict(p.search)),
+            "space": {param.key: _describe(param) for param in p.space},
+        }, sort_keys=False))
+        config = Path(tmp) / "experiment_config.yaml"
+        config.write_text(dump_yaml(p.config))
+        for path in (p.experiment_path, p.search.space, resolved, config):
+            mlflow.log_artifact(run_id, str(path), "search")
+
+
+def _describe(param) -> dict[str, Any]:
+    out: dict[str, Any] = {"distribution": param.describe()}
+    if param.when:
+        out["when"] = {c.key: list(c.values) for c in param.when}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- Ray and Tune ---------------------------------------------------------------------------
+
+
+def _init_ray(address: str | None) -> bool:
+    """Join the cluster at ``address`` or start a loopback-only local Ray; True if joined here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorable: bool) -> None:
+    """Run (or restore and run) the Tune experiment."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from sakdn.search.callbacks import TrackingCallback
+    from sakdn.search.trainable import TrialSetup, run_trial
+
+    s = p.search
+    store = None if s.teacher_store == "none" else s.teacher_store
+    setup = TrialSetup(
+        base=p.config.to_flat(), search_dir=str(s.search_dir), metrics=s.metric,
+        prune_metric=s.prune_metric, tracking=tracking, teacher_store=store,
+        log_models=s.log_models, flush_timeout_s=s.flush_timeout_s,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup), s.resources.as_tune()
+    )
+    if restorable:
+        print(f"resuming the Tune experiment in {tune_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True)
+    else:
+        searcher = parts["searcher"]
+        done = sum(1 for t in searcher.study.trials if t.state.is_finished())
+        samples = s.num_samples - done
+        if samples <= 0:
+            print(f"the study already holds {done} finished trial(s): nothing to run",
+                  flush=True)
+            return
+        from sakdn.search.progress import ProgressCallback
+
+        callback = TrackingCallback(tracking, str(s.search_dir), s.study_storage, s.study_name)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials),
+                scheduler=parts["scheduler"],
+                num_samples=samples,
+                time_budget_s=s.time_budget_s or None,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(s.search_dir),
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
+                progress_reporter=_reporter(s, p.space),
+                callbacks=[callback, ProgressCallback(tracking, s.metric, s.mode)],
+                verbose=1,
+            ),
+        )
+    tuner.fit()
+
+
+def _reporter(s: SearchConfig, space: SearchSpace):
+    from sakdn.search.progress import SearchReporter
+
+    metrics = {"stage": "stage", "epoch": "epoch", "student/val_acc": "val acc",
+               "student/best_val_acc": "best val acc"}
+    for m in s.metric:
+        metrics.setdefault(m, m.split("/")[-1])
+    # Conditional keys are missing from some trials' configs: the table needs every column.
+    keys = [q.key for q in space if not q.when and q.kind != "fixed"][:4]
+    short = [k.split(".")[-1] for k in keys]
+    params = {k: (n if short.count(n) == 1 else k) for k, n in zip(keys, short)}
+    return SearchReporter(
+        metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
+        metric=s.metric[0], mode=s.mode[0], max_column_length=14,
+        objectives=(s.metric, s.mode), search_dir=str(s.search_dir),
+    )
+
+
+# --- the end --------------------------------------------------------------------------------
+
+
+def _close(p: Prepared, parts: dict[str, Any], tracking, started: float,
+           interrupted: bool) -> SearchResult:
+    """Close every child run, write the best config and counts to the parent run."""
+    from sakdn import tracking as tr
+    from sakdn.search.callbacks import close_children
+    from sakdn.train.teacher_store import TeacherStore
+
+    s = p.search
+    searcher = parts["searcher"]
+    study = searcher.study
+    result = SearchResult(
+        name=s.name, path=str(s.search_dir), tracking_uri=s.tracking_uri,
+        experiment_id=tracking.experiment_id if tracking else None,
+        parent_run_id=tracking.parent_run_id if tracking else None,
+        study_storage=s.study_storage, study_name=s.study_name, metric=s.metric,
+        interrupted=interrupted,
+    )
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    result.study_counts = counts
+    _best(result, p, study)
+    if s.teacher_store != "none" and Path(s.teacher_store).exists():
+        result.teacher_hits, result.teacher_lookups = TeacherStore(s.teacher_store).hit_rate()
+    result.wall_time_s = time.time() - started
+    if tracking is None:
+        return result
+    mlflow = tr.client(s.tracking_uri)
+    try:
+        result.counts = close_children(mlflow, tracking, study, s.search_dir,
+                                       wait_s=s.flush_timeout_s)
+        if result.best_trial is not None:
+            run = tr.find_child(mlflow, tracking.experiment_id, tracking.parent_run_id,
+                                result.best_trial, "")
+            result.best_run_id = run.info.run_id if run else None
+        _log_parent_summary(mlflow, tracking.parent_run_id, result, interrupted)
+    except Exception as err:  # the summary must not hide the search's own outcome
+        logger.warning("could not finish the MLflow records: %s", err)
+    return result
+
+
+def _running_trials(searcher) -> list[int]:
+    from optuna.trial import TrialState
+
+    return [t.number for t in searcher.study.get_trials(deepcopy=False,
+                                                         states=(TrialState.RUNNING,))]
+
+
+def _best(result: SearchResult, p: Prepared, study) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from sakdn.search.trainable import trial_config
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    if len(study.directions) == 1:
+        best = study.best_trial
+        result.best_value = best.value
+    else:  # the Pareto front, ordered by the first objective
+        sign = -1 if p.search.mode[0] == "max" else 1
+        best = min(study.best_trials, key=lambda t: sign * t.values[0])
+        result.best_value = list(best.values)
+    result.best_trial = best.number
+    base = p.config.to_flat()
+    sampled = p.space.suggest(optuna.trial.FixedTrial(best.params), base)  # with fixed keys
+    result.best_config = trial_config(base, sampled).to_flat()
+
+
+def _log_parent_summary(mlflow, run_id: str, result: SearchResult, interrupted: bool) -> None:
+    import tempfile
+
+    from mlflow.entities import Metric
+
+    from sakdn import tracking as tr
+    from sakdn.config import from_flat
+
+    now = int(time.time() * 1000)
+    values: dict[str, float] = {"time/wall_s": result.wall_time_s,
+                                "teacher_store/hits": result.teacher_hits,
+                                "teacher_store/lookups": result.teacher_lookups}
+    if result.teacher_lookups:
+        values["teacher_store/hit_rate"] = result.teacher_hits / result.teacher_lookups
+    for state in (tr.COMPLETE, tr.PRUNED, tr.FAILED, tr.STOPPED):
+        values[f"trials/{state.lower()}"] = result.counts.get(state, 0)
+    best = result.best_value
+    if best is not None:
+        for name, value in zip(result.metric, best if isinstance(best, list) else [best]):
+            values[f"best/{name}"] = value
+    tags = {tr.STATE: "INTERRUPTED" if interrupted else tr.COMPLETE}
+    if result.best_trial is not None:
+        tags["sakdn.best_trial"] = str(result.best_trial)
+    if result.best_run_id:
+        tags["sakdn.best_run_id"] = result.best_run_id
+    tr.log_batch(mlflow, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                 tags=tags)
+    if result.best_config is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "best_config.json").write_text(json.dumps(result.best_config, indent=1))
+            (Path(tmp) / "best_config.yaml").write_text(dump_yaml(from_flat(result.best_config)))
+            for name in ("best_config.json", "best_config.yaml"):
+                mlflow.log_artifact(run_id, str(Path(tmp) / name), "best")
+    mlflow.set_terminated(run_id, status="KILLED" if interrupted else "FINISHED")
+
+
+def _print_summary(result: SearchResult) -> None:
+    c = result.counts or {}
+    if result.interrupted:
+        print(f"\nsearch {result.name} interrupted: continue it with `sakdn search ... --resume`")
+    total = sum(c.values()) or sum(result.study_counts.values())
+    print(f"\nsearch {result.name}: {total} trials — {c.get('COMPLETE', 0)} complete, "
+          f"{c.get('PRUNED', 0)} pruned, {c.get('FAILED', 0)} failed"
+          + (f", {c['STOPPED']} stopped" if c.get("STOPPED") else "")
+          + f" — in {result.wall_time_s:.0f} s")
+    if result.best_value is not None:
+        print(f"best: trial {result.best_trial}  {', '.join(result.metric)} = {result.best_value}"
+              f"  (MLflow run {result.best_run_id})")
+    if result.teacher_lookups:
+        print(f"teacher store: {result.teacher_hits} hits / {result.teacher_lookups} lookups")
+    print(f"compare: mlflow ui --backend-store-uri {result.tracking_uri}")
+    print(f"best config: sakdn best {result.name}"
+          + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""))
+    print(f"final model: sakdn train --from-best {result.name}"
+          + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""), flush=True)
+
+
+def _quiet_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("sakdn",):
+        logging.getLogger(name).setLevel(logging.INFO)

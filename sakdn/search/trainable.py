@@ -1,0 +1,300 @@
+"""The Tune function trainable: sampled values → experiment config → ``train`` → reports.
+
+A thin adapter around :func:`sakdn.train.train` (which knows nothing of Ray or MLflow):
+
+- the sampled keys override the experiment's flat config, validated like any other input; a
+  config error ends the trial FAILED with that message (no retry: it would fail again);
+- every epoch of both stages is reported with ``tune.report`` on one monotone ``step``, with
+  the checkpoint ``train`` just wrote; student epochs also carry ``prune_step`` (the student
+  epoch), so pruners compare trials at equal student epochs whatever their teacher stage;
+- the last epoch's report waits until ``train`` returns and carries the run's summary
+  metrics (e.g. ``student/gflops`` for a multi-objective search) and ``completed: True``;
+- a retried or resumed trial restores Tune's checkpoint (or the newer one already in its
+  work directory) and ``train`` continues from it;
+- teachers come from the content-keyed store on the shared storage path, preprocessed data
+  from the cache the driver built before Tune started (trials never decode video);
+- ``TrialDiverged`` ends the trial with the objective(s) reported as NaN and ``diverged`` set
+  to the reason: the Optuna scheduler prunes it, the driver records it with the reason;
+- MLflow logging goes through a :class:`~sakdn.tracking.RunBuffer` spooled in the trial's
+  work directory, so a tracking outage delays the records but never stops the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from sakdn.config import ExperimentConfig, Scalar, from_flat
+from sakdn.errors import ConfigError, SakdnError, TrialDiverged
+
+COMPLETED = "completed"  # result key: the trial trained all its epochs
+DIVERGED = "diverged"  # result key: the reason a loss became NaN / inf
+FAILED = "failed"  # result key: the reason a trial could not run (bad sampled config)
+PRUNE_STEP = "prune_step"  # result key: the student epoch, for pruners
+SPOOL = "mlflow_spool.json"
+_STAGE_RANK = {"teacher": 0, "student": 1}
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything a trial needs besides its sampled values (sent once through Ray)."""
+
+    base: dict[str, Scalar]  # the experiment's flat config, paths absolute
+    search_dir: str
+    metrics: tuple[str, ...]  # the objectives: NaN when a trial diverges
+    prune_metric: str
+    tracking: Any = None  # sakdn.tracking.SearchTracking, or None for no MLflow
+    teacher_store: str | None = None
+    log_models: bool = True
+    flush_timeout_s: float = 120.0
+
+
+def trial_config(base: Mapping[str, Scalar], sampled: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment config with the sampled keys applied (ConfigError if invalid)."""
+    flat = dict(base)
+    flat.update(sampled)
+    return from_flat(flat, file="sampled configuration")
+
+
+def ticket_path(search_dir: str | Path, tune_trial_id: str) -> Path:
+    """Where the driver notes a Tune trial's Optuna trial number before the trial starts."""
+    return Path(search_dir) / "tickets" / f"{tune_trial_id}.json"
+
+
+def write_ticket(search_dir: str | Path, tune_trial_id: str, optuna_trial: int) -> None:
+    path = ticket_path(search_dir, tune_trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"tune_trial_id": tune_trial_id, "optuna_trial": optuna_trial}))
+    os.replace(tmp, path)
+
+
+def read_ticket(search_dir: str | Path, tune_trial_id: str) -> int | None:
+    try:
+        return int(json.loads(ticket_path(search_dir, tune_trial_id).read_text())["optuna_trial"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def trial_workdir(search_dir: str | Path, optuna_trial: int | None, tune_trial_id: str) -> Path:
+    """A trial's work directory, keyed by its Optuna trial number (stable across resume)."""
+    name = f"{optuna_trial:05d}" if optuna_trial is not None else tune_trial_id
+    return Path(search_dir) / "trials" / name
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Tune trainable (wrap with ``tune.with_parameters(run_trial, setup=...)``)."""
+    from ray import tune
+
+    tune_id = tune.get_context().get_trial_id()
+    number = read_ticket(setup.search_dir, tune_id)
+    workdir = trial_workdir(setup.search_dir, number, tune_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracker = _open_tracker(setup, tune_id, number, workdir)
+    prefix = f"[trial {number if number is not None else tune_id}]"
+
+    def log(msg: str) -> None:
+        print(f"{prefix} {msg}", flush=True)
+
+    def fail(err: Exception, **position: Any) -> None:
+        """A config or dataset problem: retrying cannot help, so end the trial FAILED."""
+        log(str(err))
+        tracker.set_tags({"sakdn.error": str(err)})
+        tracker.flush(setup.flush_timeout_s)
+        tune.report({FAILED: str(err), **position})
+
+    try:
+        experiment = trial_config(setup.base, config)
+    except ConfigError as err:
+        return fail(err)
+    tracker.log_params(experiment.to_flat())
+    _restore_checkpoint(tune.get_checkpoint(), workdir, log)
+    try:
+        _prepare_data(experiment, Path(setup.search_dir), log)
+    except SakdnError as err:
+        return fail(err)
+
+    reporter = _Reporter(tracker, setup)
+    from sakdn.train import train
+
+    try:
+        result = train(
+            experiment, callback=reporter, workdir=workdir, teacher_store=setup.teacher_store,
+            log=log,
+        )
+    except TrialDiverged as err:
+        log(str(err))
+        tracker.set_tags({"sakdn.error": str(err), "sakdn.diverged": "true"})
+        tracker.flush(setup.flush_timeout_s)
+        reporter.diverged(str(err))
+        return
+    except SakdnError as err:
+        return fail(err, **reporter.last_position())
+
+    final = reporter.final_result(result)
+    tracker.log_metrics(reporter.summary_metrics(result), step=final.get("step", 0))
+    if result.teacher_cache_hit is not None:
+        tracker.set_tags({"sakdn.teacher_cache_hit": str(result.teacher_cache_hit).lower()})
+    if setup.log_models:
+        for path in (result.student_path, result.teacher_path):
+            if path is not None:
+                tracker.log_artifact(path, "models")
+        tracker.log_artifact(workdir / "config.yaml", "config")
+    from sakdn.figures import log_trial_figures  # never raises: a figure cannot fail a trial
+
+    log_trial_figures(tracker, workdir, experiment, log=log)
+    if not tracker.flush(setup.flush_timeout_s):
+        log(f"MLflow unreachable: {tracker.pending} record(s) kept in {workdir / SPOOL} "
+            "for the driver to send")
+    reporter.report_final(final)
+
+
+class _Reporter:
+    """The ``train`` callback: one Tune report (and one MLflow step) per epoch."""
+
+    def __init__(self, tracker, setup: TrialSetup) -> None:
+        self.tracker = tracker
+        self.setup = setup
+        self.last: dict[str, Any] = {}
+        self.last_metrics: dict[str, Any] = {}
+        self.last_checkpoint: Path | None = None
+        self._deferred = False
+
+    def __call__(self, report) -> None:
+        result: dict[str, Any] = dict(report.metrics)
+        result.update(stage=report.stage, epoch=report.epoch, step=report.step)
+        if report.stage == "student":
+            result[PRUNE_STEP] = report.epoch
+        self.tracker.log_metrics(report.metrics, step=report.step)
+        self.last, self.last_metrics = result, dict(report.metrics)
+        if report.checkpoint_dir is not None:
+            self.last_checkpoint = Path(report.checkpoint_dir)
+        if report.done:  # reported with the summary once train() returns
+            self._deferred = True
+            return
+        self._report(result, report.checkpoint_dir)
+
+    def _report(self, result: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(result, checkpoint=checkpoint)
+
+    def last_position(self) -> dict[str, Any]:
+        return {k: self.last[k] for k in ("stage", "epoch", "step") if k in self.last}
+
+    def summary_metrics(self, result) -> dict[str, Any]:
+        """The run's summary as ``summary/<key>``, plus ``<key>`` where no epoch metric has
+        that name (``student/gflops``): the names the final report and MLflow use."""
+        out: dict[str, Any] = {}
+        for key, value in result.metrics.items():
+            out[f"summary/{key}"] = value
+            if key not in self.last_metrics:
+                out[key] = value
+        return out
+
+    def final_result(self, result) -> dict[str, Any]:
+        """The last epoch's result plus the run's summary and ``completed``."""
+        if not self.last and result.history:  # resumed after the last epoch: nothing reran
+            record = result.history[-1]
+            self.last_metrics = dict(record["metrics"])
+            self.last = {**record["metrics"], "stage": record["stage"],
+                         "epoch": record["epoch"], "step": record["step"]}
+            if record["stage"] == "student":
+                self.last[PRUNE_STEP] = record["epoch"]
+        final = dict(self.last)
+        final.update(self.summary_metrics(result))
+        if result.teacher_cache_hit is not None:
+            final["teacher_cache_hit"] = bool(result.teacher_cache_hit)
+        final[COMPLETED] = True
+        return final
+
+    def report_final(self, final: dict[str, Any]) -> None:
+        self._report(final, self.last_checkpoint if self._deferred else None)
+
+    def diverged(self, reason: str) -> None:
+        """Report the objective(s) as NaN: the Optuna scheduler prunes, the study learns."""
+        result = self.last_position()
+        for metric in (*self.setup.metrics, self.setup.prune_metric):
+            result[metric] = math.nan
+        result[DIVERGED] = reason
+        self._report(result, None)
+
+
+def _prepare_data(experiment: ExperimentConfig, search_dir: Path, log) -> None:
+    """Make sure the trial's preprocessing cache exists, building it under the search's lock.
+
+    The driver builds every variant it can enumerate before Tune starts, so this is normally
+    a cache hit. It is not when the space samples a preprocessing key from a range, or when
+    the dataset changed under a running search: then one trial builds while the others wait,
+    because two processes building the same cache entry at once corrupt it.
+    """
+    import fcntl
+
+    from sakdn.train.data import build_data
+
+    search_dir.mkdir(parents=True, exist_ok=True)
+    with open(search_dir / "data.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            build_data(experiment, log=log)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_tracker(setup: TrialSetup, tune_id: str, number: int | None, workdir: Path):
+    if setup.tracking is None:
+        return _NoTracking()
+    from sakdn import tracking as tr
+
+    tr.configure_http()
+    resolve = tr.trial_resolver(setup.tracking, tune_id, number, tags=tr.node_tags())
+    return tr.RunBuffer(
+        tr.client(setup.tracking.tracking_uri), resolve=resolve, spool=workdir / SPOOL
+    )
+
+
+class _NoTracking:
+    """Stands in for a RunBuffer when the search runs without MLflow."""
+
+    pending = 0
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: True
+
+
+def _restore_checkpoint(checkpoint, workdir: Path, log) -> None:
+    """Put Tune's checkpoint where ``train`` resumes from, unless the work dir's is newer."""
+    if checkpoint is None:
+        return
+    from sakdn.train import checkpoint as ckpt
+
+    target = workdir / "checkpoint" / ckpt.CHECKPOINT_NAME
+    with checkpoint.as_directory() as directory:
+        source = Path(directory) / ckpt.CHECKPOINT_NAME
+        if not source.exists():
+            return
+        if target.exists() and _position(target) >= _position(source):
+            log(f"resuming from {target} (newer than Tune's checkpoint)")
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".restore")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        log(f"restored Tune's checkpoint into {target}")
+
+
+def _position(path: Path) -> tuple[int, int]:
+    """(stage, epoch) of a training checkpoint, for "which one is newer"."""
+    from sakdn.train import checkpoint as ckpt
+
+    try:
+        state = ckpt.load(path)
+    except ConfigError:
+        return (-1, -1)
+    return _STAGE_RANK.get(state.get("stage"), -1), int(state.get("epoch", -1))

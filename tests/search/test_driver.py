@@ -1,0 +1,120 @@
+"""Driver-side resume logic: orphaned Optuna trials, restored pruned trials, final states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+
+from sakdn import tracking as tr
+from sakdn.errors import ConfigError
+from sakdn.search.callbacks import trial_end
+from sakdn.search.driver import ResumingPrunerScheduler, TicketingSearcher, make_scheduler
+from sakdn.search.searcher import make_sampler
+from sakdn.search.space import parse_space
+from sakdn.search.trainable import read_ticket
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+SPACE = parse_space({
+    "student.lr": {"loguniform": [1.0e-4, 1.0e-2]},
+    "distill.lambda_sp": {"uniform": [0.0, 2.0]},
+})
+
+
+def _searcher(tmp_path: Path, seed: int = 1) -> TicketingSearcher:
+    return TicketingSearcher(
+        SPACE, metric="acc", mode="max", sampler=make_sampler("random", seed=seed),
+        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", search_dir=str(tmp_path),
+    )
+
+
+def test_an_orphaned_optuna_trial_goes_to_the_next_new_tune_trial(tmp_path: Path) -> None:
+    first = _searcher(tmp_path)
+    c1, c2 = first.suggest("t1"), first.suggest("t2")
+    first.on_trial_complete("t1", {"acc": 0.5})
+    checkpoint = tmp_path / "searcher.pkl"
+    first.save(str(checkpoint))  # Tune's last experiment checkpoint knows t1 and t2
+    c3 = first.suggest("t3")  # asked after it; then the driver is killed
+    assert [read_ticket(tmp_path, t) for t in ("t1", "t2", "t3")] == [0, 1, 2]
+
+    again = _searcher(tmp_path)
+    again.restore(str(checkpoint))
+    assert again.unfinished_numbers() == [1, 2]
+    # the restored Tune resumes t2; its first new trial continues Optuna trial 2
+    assert again.suggest("t4") == c3
+    assert read_ticket(tmp_path, "t4") == 2
+    c5 = again.suggest("t5")  # a genuinely new trial, not a replay of the sampler
+    assert c5 not in (c1, c2, c3)
+    assert read_ticket(tmp_path, "t5") == 3
+    again.on_trial_complete("t2", {"acc": 0.7})
+    again.on_trial_complete("t4", {"acc": 0.6})
+    again.on_trial_complete("t5", {"acc": 0.4})
+    trials = again.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.value for t in trials] == [0.5, 0.7, 0.6, 0.4]
+    assert trials[2].user_attrs["tune_trial_id"] == "t4"
+    assert trials[2].user_attrs["previous_tune_trial_ids"] == ["t3"]
+
+
+def test_a_fresh_tune_run_re_uses_every_running_study_trial(tmp_path: Path) -> None:
+    first = _searcher(tmp_path)
+    c1 = first.suggest("t1")
+    again = _searcher(tmp_path)  # no Tune state was ever saved
+    assert again.adopt_orphans(known=set()) == [0]
+    assert again.suggest("u1") == c1 and len(again.study.trials) == 1
+
+
+def test_a_trial_pruned_before_the_crash_is_stopped_when_restored(tmp_path: Path) -> None:
+    first = _searcher(tmp_path)
+    first.suggest("t1")
+    first.suggest("t2")
+    checkpoint = tmp_path / "searcher.pkl"
+    first.save(str(checkpoint))
+    first.mark_pruned("t1")  # the pruner stopped t1 after Tune's last checkpoint
+    first.on_trial_complete("t1", {"acc": 0.1})
+
+    again = _searcher(tmp_path)
+    again.restore(str(checkpoint))
+    scheduler = ResumingPrunerScheduler(again, metric="acc", step_key="prune_step")
+    result = {"acc": 0.9, "prune_step": 3}
+    assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="t1"), result) == (
+        TrialScheduler.STOP
+    )
+    assert scheduler.pruned == ["t1"]
+    assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="t2"), result) == (
+        TrialScheduler.CONTINUE
+    )
+
+
+def test_make_scheduler(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    assert isinstance(make_scheduler("optuna", searcher, "acc", "max", {}, 10),
+                      ResumingPrunerScheduler)
+    asha = make_scheduler("asha", searcher, "acc", "max", {"grace_period": 2}, 10)
+    assert isinstance(asha, AsyncHyperBandScheduler) and asha._time_attr == "prune_step"
+    assert type(make_scheduler("fifo", searcher, "acc", "max", {}, 10)) is FIFOScheduler
+    with pytest.raises(ConfigError, match="search.scheduler_options.grace"):
+        make_scheduler("asha", searcher, "acc", "max", {"grace": 2}, 10)
+    with pytest.raises(ConfigError, match="pruner_options"):
+        make_scheduler("optuna", searcher, "acc", "max", {"grace_period": 2}, 10)
+
+
+@pytest.mark.parametrize(
+    "last, errored, study, state, error",
+    [
+        ({"completed": True}, False, "COMPLETE", tr.COMPLETE, None),
+        ({"step": 4}, False, "PRUNED", tr.PRUNED, None),  # the Optuna pruner
+        ({"diverged": "nan loss"}, False, "PRUNED", tr.PRUNED, "nan loss"),  # NaN → pruned
+        ({"diverged": "nan loss"}, False, "FAIL", tr.FAILED, "nan loss"),  # FIFO / ASHA
+        ({"failed": "student.lr = -1"}, False, "FAIL", tr.FAILED, "student.lr = -1"),
+        ({"step": 4}, True, "FAIL", tr.FAILED, "Traceback"),
+        ({"step": 4}, False, "COMPLETE", tr.PRUNED, None),  # stopped by ASHA / time budget
+    ],
+)
+def test_final_states(last, errored, study, state, error) -> None:
+    end = trial_end("t", 3, last, errored, "Traceback" if errored else None, study)
+    assert (end.state, end.error) == (state, error)

@@ -1,0 +1,126 @@
+"""Live progress: trial states and the best value as a search sees them, in the terminal
+line and as the parent run's metrics (step = trials finished)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+from sakdn.search.progress import (
+    ProgressCallback,
+    SearchReporter,
+    best_so_far,
+    live_counts,
+    status_line,
+    trial_state,
+)
+from sakdn.search.trainable import write_ticket
+
+M = "student/best_val_acc"
+
+
+def trial(tid: str, status: str, **last) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=tid, status=status, last_result=last)
+
+
+def some_trials() -> list[SimpleNamespace]:
+    return [
+        trial("a", "TERMINATED", **{M: 0.5, "completed": True}),
+        trial("b", "TERMINATED", **{M: 0.9}),  # stopped early: pruned, not the best
+        trial("c", "TERMINATED", **{M: 0.7, "completed": True}),
+        trial("d", "ERROR", **{M: 0.95}),
+        trial("e", "TERMINATED", failed="bad sampled value"),
+        trial("f", "RUNNING", **{M: 0.99}),
+        trial("g", "PENDING"),
+        trial("h", "TERMINATED", **{M: math.nan, "diverged": "loss nan"}),
+    ]
+
+
+def test_states_from_status_and_last_result() -> None:
+    assert trial_state("TERMINATED", {"completed": True}) == "completed"
+    assert trial_state("TERMINATED", {M: 0.1}) == "pruned"
+    assert trial_state("TERMINATED", {"failed": "x"}) == "failed"
+    assert trial_state("ERROR", {"completed": True}) == "failed"
+    assert trial_state("RUNNING", {}) == "running"
+    assert trial_state("PAUSED", {}) == "running"
+    assert trial_state("PENDING", None) == "pending"
+    assert live_counts(some_trials()) == {
+        "pending": 1, "running": 1, "completed": 2, "pruned": 2, "failed": 2,
+    }
+
+
+def test_best_counts_completed_trials_only_in_the_search_direction() -> None:
+    trials = some_trials()
+    (value, holder), = best_so_far(trials, [M], ["max"]).values()
+    assert (value, holder.trial_id) == (0.7, "c")
+    (value, holder), = best_so_far(trials, [M], ["min"]).values()
+    assert (value, holder.trial_id) == (0.5, "a")
+    assert best_so_far(trials[1:2], [M], ["max"]) == {}
+
+
+def test_a_trial_tune_still_calls_running_counts_as_ended_when_it_just_ended() -> None:
+    ended = trial("f", "RUNNING", **{M: 0.99, "completed": True})
+    counts = live_counts([ended], ended=ended)
+    assert counts["completed"] == 1 and counts["running"] == 0
+    assert best_so_far([ended], [M], ["max"], ended=ended)[M][0] == 0.99
+
+
+def test_status_line_names_trials_by_optuna_number(tmp_path) -> None:
+    write_ticket(tmp_path, "c", 7)
+    line = status_line(some_trials(), [M], ["max"], search_dir=str(tmp_path))
+    assert line.startswith("trials: 1 running, 1 pending, 2 completed, 2 pruned, 2 failed")
+    assert line.endswith(f"best {M} = 0.7 (trial 7)")
+
+
+def test_the_reporter_adds_the_status_line_to_tunes_header(monkeypatch) -> None:
+    from ray.tune import CLIReporter
+
+    # Tune's table needs real trials; what matters here is what reaches its header lines
+    monkeypatch.setattr(CLIReporter, "_progress_str",
+                        lambda self, trials, done, *sys_info: "\n".join(sys_info))
+    reporter = SearchReporter(metric_columns={M: "best"}, objectives=((M,), ("max",)))
+    printed: list[str] = []
+    reporter._print = printed.append
+    reporter.report(some_trials(), False, "Logical resource usage: 2/2 CPUs")
+    assert printed == ["Logical resource usage: 2/2 CPUs\n"
+                       f"trials: 1 running, 1 pending, 2 completed, 2 pruned, 2 failed | "
+                       f"best {M} = 0.7 (c)"]
+
+
+def test_the_parent_run_gets_counts_and_best_at_step_trials_finished(tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from sakdn import tracking as tr
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = tr.ensure_experiment(client, "progress", str(tmp_path / "artifacts"))
+    parent, _ = tr.open_parent(client, exp, "s", {}, {})
+    callback = ProgressCallback(tr.SearchTracking(uri, exp, parent, "s"), [M], ["max"])
+    trials = [trial("a", "RUNNING", **{M: 0.5, "completed": True}), trial("b", "RUNNING")]
+    callback.on_trial_complete(0, trials, trials[0])  # Tune has not marked it TERMINATED yet
+    trials[0].status = "TERMINATED"
+    trials[1].last_result = {M: 0.8}
+    callback.on_trial_complete(1, trials, trials[1])  # stopped early: pruned
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(parent, k)]
+               for k in ("search/completed", "search/pruned", "search/running",
+                         f"search/best_{M}", "search/finished")}
+    assert history == {
+        "search/completed": [(1, 1.0), (2, 1.0)],
+        "search/pruned": [(1, 0.0), (2, 1.0)],
+        "search/running": [(1, 1.0), (2, 0.0)],
+        f"search/best_{M}": [(1, 0.5), (2, 0.5)],
+        "search/finished": [(1, 1.0), (2, 2.0)],
+    }
+
+
+def test_an_unreachable_store_costs_only_the_progress_points(caplog, monkeypatch) -> None:
+    from sakdn import tracking as tr
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    callback = ProgressCallback(
+        tr.SearchTracking("http://127.0.0.1:9", "0", "nope", "s"), [M], ["max"])
+    with caplog.at_level("WARNING"):
+        callback.on_trial_error(0, [trial("a", "ERROR")], None)
+    assert "search progress not logged" in caplog.text
+    assert ProgressCallback(None, [M], ["max"]).log([trial("a", "ERROR")]) is None

@@ -1,0 +1,115 @@
+"""Kill the search driver mid-way (SIGKILL to its process group), resume, and check that the
+search ends with exactly ``num_samples`` trials in the study and in MLflow, none twice and
+none RUNNING."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.search.conftest import REPO, SMOKE
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SAMPLES = 4
+
+
+def _env(ray_tmp: Path) -> dict[str, str]:
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    return env
+
+
+def kill_processes_under(marker: str) -> None:
+    """SIGKILL the processes whose command line names ``marker`` (our Ray temp dir only)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _states(storage: str, name: str) -> list[str]:
+    import optuna
+
+    try:
+        return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
+    except Exception:  # not created yet
+        return []
+
+
+@pytest.mark.timeout(1200)
+def test_a_killed_driver_resumes_to_exactly_num_samples_trials(
+    smoke_overrides, tmp_path: Path
+) -> None:
+    import optuna
+    from mlflow import MlflowClient
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="skr", dir="/tmp"))  # short: Ray's socket paths
+    store = tmp_path / "store"
+    storage = f"sqlite:///{store / 'optuna.db'}"
+    command = [sys.executable, "-m", "sakdn.cli", "search", str(SMOKE),
+               *[x for item in smoke_overrides for x in ("--set", item)],
+               "--set", f"search.num_samples={SAMPLES}"]
+    log = tmp_path / "first.log"
+    try:
+        with open(log, "w") as out:
+            driver = subprocess.Popen(command, cwd=REPO, env=_env(ray_tmp), stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.time() + 600
+            while "COMPLETE" not in _states(storage, "synthetic_smoke"):
+                assert driver.poll() is None, log.read_text()[-3000:]
+                assert time.time() < deadline, "no trial completed in time"
+                time.sleep(1.0)
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        kill_processes_under(str(ray_tmp))
+        before = _states(storage, "synthetic_smoke")
+        assert "COMPLETE" in before and len(before) < SAMPLES + 1
+
+        resumed = subprocess.run(command + ["--resume"], cwd=REPO, env=_env(ray_tmp),
+                                 capture_output=True, text=True, timeout=900)
+        assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    finally:
+        kill_processes_under(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    study = optuna.load_study(study_name="synthetic_smoke", storage=storage)
+    assert len(study.trials) == SAMPLES
+    assert all(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+    tune_ids = [t.user_attrs["tune_trial_id"] for t in study.trials]
+    assert len(set(tune_ids)) == SAMPLES
+    # the sampler was not replayed: every trial has its own configuration
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == SAMPLES
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get("sakdn.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sakdn.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == SAMPLES
+    assert sorted(int(c.data.tags["sakdn.optuna_trial"]) for c in children) == list(range(SAMPLES))
+    assert {c.data.tags["sakdn.tune_trial_id"] for c in children} == set(tune_ids)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert all(c.data.tags["sakdn.state"] == "COMPLETE" for c in children)
+    for child in children:  # a resumed trial continued its run: no step logged twice
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "student/val_acc")]
+        assert sorted(steps) == sorted(set(steps)) and steps

@@ -1,0 +1,179 @@
+"""Per-trial figures: valid PNGs from a finished run, the maps GSDM really compares, the
+history really plotted, and a figure failure that never reaches the trial."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from sakdn.config import ExperimentConfig
+from sakdn.figures import (
+    FIGURES,
+    attention,
+    confusion,
+    confusion_figure,
+    learning_curves_figure,
+    log_trial_figures,
+    pick_clips,
+    write_trial_figures,
+)
+from sakdn.train import load_student, load_teachers, train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk; fails unless the file starts like a PNG."""
+    head = Path(path).read_bytes()[:24]
+    assert head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
+    base = {
+        "data.root": str(root), "data.frame_size": 32, "data.cache_dir": str(tmp / "cache"),
+        "gaf.image_size": 16, "teacher.width": 4, "teacher.epochs": 2, "teacher.batch_size": 4,
+        "student.width": 4, "student.segments": 2, "student.epochs": 2,
+        "student.batch_size": 4, "student.augment": False, "train.progress": False,
+    }
+    base.update(overrides)
+    return ExperimentConfig().replace(base)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, ExperimentConfig]:
+    """A trained tiny run (3 classes, 2 sensors) and its config."""
+    from sakdn.data.synthetic import write_synthetic
+
+    tmp = tmp_path_factory.mktemp("figures")
+    root = write_synthetic(tmp / "tiny", classes=3, subjects=4, repetitions=2, frame_size=32,
+                           duration=1.0)
+    config = tiny_config(root, tmp)
+    train(config, workdir=tmp / "run", log=lambda m: None)
+    return tmp / "run", config
+
+
+def test_a_finished_run_gets_four_valid_pngs(finished_run, tmp_path) -> None:
+    workdir, _ = finished_run
+    paths = write_trial_figures(workdir, tmp_path / "figures")
+    assert sorted(p.name for p in paths) == sorted(FIGURES)
+    for path in paths:
+        width, height = png_size(path)
+        assert 200 <= width <= 3000 and 200 <= height <= 3000, (path.name, width, height)
+        assert path.stat().st_size > 5_000  # something was drawn
+
+
+def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) -> None:
+    from sakdn.train.data import build_data
+    from sakdn.train.loop import RunContext
+    from sakdn.train.student_stage import StudentStage
+
+    workdir, config = finished_run
+    student, _, _ = load_student(workdir / "models" / "student.pt")
+    teachers, _, _ = load_teachers(workdir / "models" / "teachers.pt")
+    bundle = build_data(config, log=lambda m: None)
+    ctx = RunContext(torch.device("cpu"), False, False, 0, False)
+    for weighting in ("graph", "none"):
+        cfg = config.replace({"distill.ablation_weight": weighting,
+                              "distill.gsdm_pairs": "2,3"})
+        stage = StudentStage(cfg, bundle, ctx, teachers)
+        stage.model.load_state_dict(student.state_dict())
+        stage.model.eval()
+        items = [stage.val_set[i] for i in range(3)]
+        batch = torch.utils.data.default_collate(items)
+        maps = attention(stage.model, teachers, batch, cfg, bundle.class_vectors,
+                         torch.device("cpu"))
+        assert maps.distilled == (1, 2)
+        # the training step's GSDM loss, from the same batch
+        with torch.no_grad():
+            s_out = stage.model(batch["frames"], return_maps=True)
+            t_out = teachers(batch["sensors"], batch["mask"])
+            loss = stage.gsdm(batch["frames"], batch["sensors"], batch["mask"], s_out, t_out)
+        shown = torch.stack([maps.distance[m][p] for m in range(len(maps.teachers))
+                             for p in maps.distilled])  # (M·P, B), every sensor present
+        assert batch["mask"].all()
+        assert float(shown.mean()) == pytest.approx(float(loss), rel=1e-5, abs=1e-7)
+        if weighting == "none":  # by hand: min-max of the channel-summed activations
+            for p, raw in enumerate(s_out.maps):
+                summed = raw.sum(dim=1).clamp_min(0).numpy()  # (B, H, W), w = 1
+                for i in range(3):
+                    a = summed[i]
+                    span = max(a.max() - a.min(), 1e-8)
+                    np.testing.assert_allclose(maps.student[p][i].numpy(), (a - a.min()) / span,
+                                               rtol=1e-5, atol=1e-6)
+            assert any(float(m.max()) > 0 for m in maps.student)  # not trivially all zero
+
+
+def test_pick_clips_takes_one_clip_per_class_first() -> None:
+    assert pick_clips([2, 0, 0, 1, 2], 4) == [1, 3, 0, 2]
+    assert pick_clips([1, 1], 5) == [0, 1]
+    assert pick_clips([0, 1], 0) == []
+
+
+def test_confusion_counts_and_what_the_figure_writes() -> None:
+    logits = torch.tensor([[3.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    labels = torch.tensor([0, 1, 0, 2, 2])
+    cm = confusion(logits, labels, 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+    fig = confusion_figure([cm], ["student"], ["a", "b", "c"], "validation")
+    ax = fig.axes[0]
+    written = sorted((round(t.get_position()[1]), round(t.get_position()[0]), t.get_text())
+                     for t in ax.texts)
+    assert written == [(0, 0, "1"), (0, 1, "1"), (1, 1, "1"), (2, 0, "1"), (2, 2, "1")]
+    assert "accuracy 0.600" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+
+
+def test_learning_curves_plot_the_history_values() -> None:
+    history = [
+        {"stage": "teacher", "epoch": e, "step": e,
+         "metrics": {"teacher/loss": 2.0 / e, "teacher/ce": 1.0 / e, "teacher/lr": 0.1,
+                     "teacher/train_acc": 0.1 * e, "teacher/val_acc": 0.2 * e,
+                     "teacher/val_acc_acc": 0.5, "teacher/best_val_acc": 0.2 * e}}
+        for e in (1, 2)
+    ] + [
+        {"stage": "student", "epoch": e, "step": 2 + e,
+         "metrics": {"student/loss": 3.0 - e, "student/gsdm": 0.5, "student/train_acc": 0.3,
+                     "student/val_acc": [0.4, 0.2, 0.3][e - 1],
+                     "student/best_val_acc": [0.4, 0.4, 0.4][e - 1]}}
+        for e in (1, 2, 3)
+    ]
+    fig = learning_curves_figure(history)
+    t_loss, t_acc, s_loss, s_acc = fig.axes
+    lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in t_loss.lines}
+    assert lines == {"loss": ([1, 2], [2.0, 1.0]), "ce": ([1, 2], [1.0, 0.5])}  # no lr, no acc
+    lines = {ln.get_label(): list(ln.get_ydata()) for ln in s_acc.lines}
+    assert lines == {"train_acc": [0.3] * 3, "val_acc": [0.4, 0.2, 0.3],
+                     "best_val_acc": [0.4] * 3}
+    assert {ln.get_label() for ln in s_loss.lines} == {"loss", "gsdm"}
+    assert {ln.get_label() for ln in t_acc.lines} == {"train_acc", "val_acc", "best_val_acc"}
+
+
+def test_log_trial_figures_hands_over_every_file_and_never_raises(finished_run, tmp_path) -> None:
+    workdir, _ = finished_run
+    logged = []
+    tracker = SimpleNamespace(log_artifact=lambda path, dest: logged.append((Path(path), dest)))
+    paths = log_trial_figures(tracker, workdir)
+    assert sorted(p.name for p, _ in logged) == sorted(FIGURES)
+    assert {dest for _, dest in logged} == {"figures"} and paths == [p for p, _ in logged]
+    assert all(p.parent == workdir / "figures" for p in paths)
+
+    messages: list[str] = []
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    assert log_trial_figures(tracker, empty, log=messages.append) == []
+    assert len(messages) == 1 and "no trained student" in messages[0]
+
+
+def test_the_figures_module_imports_neither_ray_nor_mlflow() -> None:
+    code = ("import sys, sakdn.figures; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

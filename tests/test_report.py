@@ -1,0 +1,222 @@
+"""The search report, from a search written by hand into real MLflow and Optuna stores
+(SQLite in ``tmp_path``, no Ray): leaderboard rows for every trial, embedded images only,
+pruning savings as counted by hand, the search plots and their copies on the parent run."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from sakdn.errors import ConfigError
+from sakdn.report import collect, savings, write_report
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+ACC, FLOPS = "student/best_val_acc", "student/gflops"
+T0 = 1_700_000_000_000  # ms
+# number, study state, objective values, student epochs run, planned, teacher cache hit
+PLAN = [
+    (0, "COMPLETE", (0.5, 2.0), 3, 3, "false"),
+    (1, "PRUNED", None, 1, 3, "true"),
+    (2, "COMPLETE", (0.75, 3.0), 3, 3, "true"),
+    (3, "FAIL", None, 0, 4, ""),
+    (4, "PRUNED", None, 2, 4, "true"),
+    (5, "COMPLETE", (0.6, 1.0), 3, 3, "true"),
+]
+CURVES = {1: [0.3], 4: [0.4, 0.45]}  # what the pruned trials reported per student epoch
+
+
+class Page(HTMLParser):
+    """The report's leaderboard cells, image sources, and any external reference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.header: list[str] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self._in_board = self._cell = False
+
+    def handle_starttag(self, tag, attrs) -> None:
+        a = dict(attrs)
+        if tag == "table" and a.get("class") == "leaderboard":
+            self._in_board = True
+        elif self._in_board and tag == "tr":
+            self.rows.append([])
+        elif self._in_board and tag in ("td", "th"):
+            self._cell = True
+            self.rows[-1].append("")
+        elif tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag in ("script", "link", "iframe") and (a.get("src") or a.get("href")):
+            self.external.append(str(a))
+
+    def handle_endtag(self, tag) -> None:
+        if tag == "table":
+            self._in_board = False
+        if tag in ("td", "th"):
+            self._cell = False
+
+    def handle_data(self, data) -> None:
+        if self._cell:
+            self.rows[-1][-1] += data
+
+
+def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
+    """A finished search of six trials as the search layer records it; returns its URI."""
+    import optuna
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from sakdn import tracking as tr
+    from sakdn.figures import learning_curves_figure
+
+    uri, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
+    modes = ("max", "min")[: len(metrics)]
+    client = MlflowClient(uri)
+    exp = tr.ensure_experiment(client, "report-test", str(tmp / "artifacts"))
+    study = optuna.create_study(study_name=name, storage=storage,
+                                directions=["maximize", "minimize"][: len(metrics)])
+    tags = {tr.METRIC: ",".join(metrics), tr.MODE: ",".join(modes),
+            "sakdn.study": f"{storage}#{name}", "sakdn.space_file": "space.yaml"}
+    parent, _ = tr.open_parent(client, exp, name, {"student.epochs": 3}, tags)
+    tracking = tr.SearchTracking(uri, exp, parent, name)
+    dists = {"student.lr": FloatDistribution(1e-4, 1e-2, log=True),
+             "distill.lambda_st": CategoricalDistribution([0.0, 1.0])}
+    states = {"COMPLETE": tr.COMPLETE, "PRUNED": tr.PRUNED, "FAIL": tr.FAILED}
+    for number, state, values, run, planned, hit in PLAN:
+        params = {"student.lr": 1e-3 * (number + 1), "distill.lambda_st": float(number % 2)}
+        curve = CURVES.get(number) or ([values[0]] * run if values else [])
+        study.add_trial(optuna.trial.create_trial(
+            state=getattr(optuna.trial.TrialState, state), params=params, distributions=dists,
+            values=list(values[: len(metrics)]) if values else None,
+            intermediate_values={e + 1: v for e, v in enumerate(curve)}))
+        run_id = tr.trial_resolver(tracking, f"tune-{number}", number)(client)
+        tr.log_batch(client, run_id, params={**params, "student.epochs": planned},
+                     tags={"sakdn.teacher_cache_hit": hit} if hit else {})
+        points = [Metric("teacher/loss", 1.0, T0, s) for s in (1, 2)]
+        for e in range(run):  # one student epoch every 10 s
+            t = T0 + 10_000 * (e + 1)
+            points += [Metric("student/loss", 1.0, t, 3 + e),
+                       Metric(ACC, max(curve[: e + 1]), t, 3 + e)]
+        if values and len(metrics) > 1:
+            points.append(Metric(FLOPS, values[1], T0, 3 + run))
+        tr.log_batch(client, run_id, metrics=points)
+        tr.finish_run(client, run_id, states[state], "boom" if state == "FAIL" else None)
+    best = 2
+    png = tmp / f"{name}-learning_curves.png"
+    learning_curves_figure([]).savefig(png)
+    best_run = tr.find_child(client, exp, parent, best, "")
+    client.log_artifact(best_run.info.run_id, str(png), "figures")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def search_uri(tmp_path_factory) -> str:
+    """One store with two searches: ``s`` (accuracy) and ``m`` (accuracy and GFLOPs)."""
+    tmp = tmp_path_factory.mktemp("search")
+    build_search(tmp, (ACC, FLOPS), name="m")
+    return build_search(tmp, (ACC,))
+
+
+@pytest.fixture(scope="module")
+def page(search_uri, tmp_path_factory) -> Path:
+    """The report, written once (and logged to the parent run)."""
+    return write_report("s", out=tmp_path_factory.mktemp("report"), tracking_uri=search_uri)
+
+
+def test_the_leaderboard_has_every_trial_best_first_with_its_costs(page) -> None:
+    with open(page.parent / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["trial"]) for r in rows] == [2, 5, 0, 4, 1, 3]
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3 + ["PRUNED"] * 2 + ["FAILED"]
+    by_trial = {int(r["trial"]): r for r in rows}
+    assert float(by_trial[2][ACC]) == 0.75 and float(by_trial[4][ACC]) == 0.45
+    assert by_trial[3][ACC] == "" and by_trial[3]["error"] == "boom"
+    for number, _, _, run, planned, hit in PLAN:
+        row = by_trial[number]
+        assert int(row["student_epochs"]) == run and int(row["planned_student_epochs"]) == planned
+        # a teacher stage loaded from the store trained no epoch in this trial
+        assert int(row["teacher_epochs"]) == (0 if hit == "true" else 2)
+        assert float(row["student.lr"]) == pytest.approx(1e-3 * (number + 1))
+        assert float(row["compute_s"]) >= 0
+
+
+def test_pruning_savings_are_counted_from_the_epochs_not_run(search_uri) -> None:
+    rows = collect("s", search_uri).rows
+    saved = savings(rows)
+    # pruned: trial 1 ran 1 of 3 student epochs, trial 4 ran 2 of 4 → 2 + 2 not run;
+    # finished trials (3 complete + 2 pruned) planned 3 + 3 + 3 + 3 + 4 epochs
+    assert (saved.pruned, saved.epochs_run, saved.epochs_not_run) == (2, 3, 4)
+    assert saved.planned_total == 16 and saved.fraction == pytest.approx(4 / 16)
+    assert saved.seconds_per_epoch == pytest.approx(10.0)  # the metric timestamps' spacing
+    assert saved.seconds_saved == pytest.approx(40.0)
+
+
+def test_the_page_is_self_contained_and_shows_rows_plots_and_the_best_trial(
+    search_uri, page
+) -> None:
+    from mlflow import MlflowClient
+
+    text = page.read_text()
+    parsed = Page()
+    parsed.feed(text)
+    header, *body = parsed.rows
+    assert header[:3] == ["trial", "state", ACC]
+    assert sorted(int(r[0]) for r in body) == [n for n, *_ in PLAN]
+    assert parsed.external == [] and "http://" not in text.replace("http://www.w3.org", "")
+    plots = sorted(p.stem for p in (page.parent / "plots").glob("*.png"))
+    assert plots == sorted(["optimization_history", "param_importances", "parallel_coordinate",
+                            "slice", "intermediate_values", "timeline"])
+    assert len(parsed.images) == len(plots) + 1  # the plots and the best trial's figure
+    for src in parsed.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "2 trial(s) pruned" in text and "4 student epoch(s) not run" in text
+    assert "about 40 s" in text
+    assert "4 of 5 teacher stages loaded from the store" in text
+    assert f"sakdn train --from-best s --tracking-uri {search_uri}" in text
+    assert "trial 2: student/best_val_acc = 0.75" in text
+    interactive = (page.parent / "plots.html").read_text()
+    assert interactive.count("Plotly.newPlot") == len(plots)
+
+    from sakdn import tracking as tr
+
+    client = MlflowClient(search_uri)
+    parent = tr.find_parent(client, "s").info.run_id
+    logged = {a.path for d in ("report", "leaderboard", "plots")
+              for a in client.list_artifacts(parent, d)}
+    assert {"report/report.html", "leaderboard/leaderboard.csv", "leaderboard/leaderboard.html",
+            "plots/plots.html", "plots/optimization_history.png"} <= logged
+
+
+def test_a_multi_objective_search_gets_its_pareto_front(search_uri, tmp_path) -> None:
+    page = write_report("m", out=tmp_path / "out", tracking_uri=search_uri, log_to_run=False)
+    assert (page.parent / "plots" / "pareto_front.png").exists()
+    assert not (page.parent / "plots" / "intermediate_values.png").exists()
+    with open(page.parent / "leaderboard.csv") as handle:
+        rows = {int(r["trial"]): r for r in csv.DictReader(handle)}
+    # (acc ↑, GFLOPs ↓): trial 0 (0.5, 2.0) is beaten by trial 5 (0.6, 1.0); 2 and 5 remain
+    assert {n for n, r in rows.items() if r["pareto"] == "True"} == {2, 5}
+    assert float(rows[5][FLOPS]) == 1.0
+
+
+def test_an_unknown_search_names_the_store(search_uri) -> None:
+    with pytest.raises(ConfigError, match="no search of this name"):
+        write_report("nope", tracking_uri=search_uri)
+
+
+def test_the_cli_writes_the_page(search_uri, tmp_path, capsys) -> None:
+    from sakdn.cli import main
+
+    started = time.time()
+    assert main(["report", "s", "--out", str(tmp_path / "cli"),
+                 "--tracking-uri", search_uri]) == 0
+    assert (tmp_path / "cli" / "report.html").stat().st_mtime >= started - 1
+    assert f"wrote {tmp_path / 'cli' / 'report.html'}" in capsys.readouterr().out
