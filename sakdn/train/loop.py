@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,21 @@ class StageState:
     schedule: torch.optim.lr_scheduler.LRScheduler
     best_acc: float
     best_state: dict[str, torch.Tensor] | None
+    val_set: Any
+
+    def end_epoch(self, prefix: str, sums: dict[str, float], correct: int, seen: int) -> dict:
+        """Step the schedule, average the epoch's loss terms, validate, keep the best weights."""
+        self.schedule.step()
+        metrics = {f"{prefix}/{k}": v / max(seen, 1) for k, v in sums.items()}
+        metrics[f"{prefix}/train_acc"] = correct / max(seen, 1)
+        metrics[f"{prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.val_set is not None:
+            metrics.update(self.evaluate(self.val_set, "val"))
+            acc = metrics[f"{prefix}/val_acc"]
+            if acc > self.best_acc:
+                self.best_acc = acc
+                self.best_state = copy.deepcopy(self.model.state_dict())
+        return metrics
 
     def finish(self) -> None:
         """Keep the best-validation weights (the last ones when there is no validation)."""

@@ -12,8 +12,6 @@ Fixes of the reference code (method doc §8), each where it happens below:
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
@@ -117,17 +115,7 @@ class StudentStage(StageState):
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             correct += topk_correct(logits.detach(), batch["label"], 1)
             seen += n
-        self.schedule.step()
-        metrics = {f"student/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics["student/train_acc"] = correct / max(seen, 1)
-        metrics["student/lr"] = self.optimizer.param_groups[0]["lr"]
-        if self.val_set is not None:
-            metrics.update(self.evaluate(self.val_set, "val"))
-            acc = metrics["student/val_acc"]
-            if acc > self.best_acc:
-                self.best_acc = acc
-                self.best_state = copy.deepcopy(self.model.state_dict())
-        return metrics
+        return self.end_epoch("student", sums, correct, seen)
 
     def distillation_step(
         self, batch: dict[str, torch.Tensor]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from sakdn.config import ExperimentConfig
@@ -87,17 +85,7 @@ class TeacherStage(StageState):
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             correct += topk_correct(fused_logits(out.logits, batch["mask"]), batch["label"], 1)
             seen += n
-        self.schedule.step()
-        metrics = {f"teacher/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics["teacher/train_acc"] = correct / max(seen, 1)
-        metrics["teacher/lr"] = self.optimizer.param_groups[0]["lr"]
-        if self.val_set is not None:
-            metrics.update(self.evaluate(self.val_set, "val"))
-            acc = metrics["teacher/val_acc"]
-            if acc > self.best_acc:
-                self.best_acc = acc
-                self.best_state = copy.deepcopy(self.model.state_dict())
-        return metrics
+        return self.end_epoch("teacher", sums, correct, seen)
 
     def evaluate(self, dataset: RecordingDataset, split: str) -> dict[str, float]:
         return evaluate_teachers(
