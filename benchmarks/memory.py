@@ -16,6 +16,7 @@ cache size (< 10 %), and a trial's private memory grows far slower than the data
 
     python benchmarks/memory.py
     python benchmarks/memory.py --subjects 4 8 16 32
+    python benchmarks/memory.py --malloc-trim       # glibc trims freed heap memory at once
     python benchmarks/memory.py --quick
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -41,6 +43,9 @@ def parse_args():
     p = harness.parser(__doc__.split("\n")[0], "memory")
     p.add_argument("--subjects", type=int, nargs="+",
                    help="dataset sizes (default 4 8 16; with --quick 2 4)")
+    p.add_argument("--malloc-trim", action="store_true",
+                   help="run the children with MALLOC_TRIM_THRESHOLD_=0 (glibc returns freed "
+                        "heap memory to the system at once)")
     p.add_argument("--child", choices=("trial", "scan"), help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--config", default=str(EXPERIMENT), help=argparse.SUPPRESS)
@@ -120,7 +125,8 @@ def run_child(args, mode: str, root: Path) -> dict[str, Any]:
            "--config", str(args.config)]
     if args.quick:
         cmd.append("--quick")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ, **({"MALLOC_TRIM_THRESHOLD_": "0"} if args.malloc_trim else {}))
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"memory child {mode} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -173,13 +179,15 @@ def main() -> None:
         return
     args.config = str(harness.snapshot(args.workdir, EXPERIMENT)[0])
     rows = measure(args)
+    trim = ", MALLOC_TRIM_THRESHOLD_=0" if args.malloc_trim else ""
     harness.print_table(
-        "One short trial per process (1 teacher + 1 student epoch), MB",
+        f"One short trial per process (1 teacher + 1 student epoch{trim}), MB",
         ["subjects", "recordings", "cache MB", "peak RSS (VmHWM)", "ru_maxrss",
-         "RssAnon at end", "RssFile at end", "RSS before train()"],
+         "RssAnon at end", "RssFile at end", "RSS before train()", "train() s"],
         [[r["subjects"], r["recordings"], r["cache_mb"], r["trial"]["after"]["VmHWM"],
           r["trial"]["after"]["ru_maxrss"], r["trial"]["after"]["RssAnon"],
-          r["trial"]["after"]["RssFile"], r["trial"]["before"]["VmRSS"]] for r in rows],
+          r["trial"]["after"]["RssFile"], r["trial"]["before"]["VmRSS"],
+          r["trial"]["seconds"]] for r in rows],
     )
     scan_rows = []
     for r in rows:
