@@ -28,19 +28,24 @@ default synthetic dataset (8 classes × 8 subjects × 4 repetitions), written on
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import harness
 import numpy as np
 
+if TYPE_CHECKING:
+    from sakdn.config import ExperimentConfig
+    from sakdn.train.data import DataBundle
+
 TARGET_WAIT = 0.10  # issue 8: < 10 % of a trial's wall time waiting for data
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "data_path")
     p.add_argument("--config", default=str(harness.REPO / "experiments/synthetic_search.yaml"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -186,7 +191,7 @@ def timed(module, name: str, totals: dict[str, float], label: str) -> Iterator[N
 # --- the measurements -----------------------------------------------------------------------
 
 
-def setup(args) -> tuple[Any, Any]:
+def setup(args: argparse.Namespace) -> tuple[ExperimentConfig, DataBundle]:
     """The config (dataset written, cache dir in the workdir) and its data bundle."""
     from sakdn.config import load_config, parse_overrides
     from sakdn.train.data import build_data
@@ -208,7 +213,7 @@ def setup(args) -> tuple[Any, Any]:
     return config, build_data(config)
 
 
-def datasets(config, bundle, split: str) -> dict[str, Any]:
+def datasets(config: ExperimentConfig, bundle: DataBundle, split: str) -> dict[str, Any]:
     """The cached and the decoding dataset of one split, student-stage training sampling."""
     from sakdn.data.cache import PreprocessSpec
     from sakdn.data.dataset import ClipDataset
@@ -224,7 +229,8 @@ def datasets(config, bundle, split: str) -> dict[str, Any]:
     }
 
 
-def loader_throughput(config, bundle, args) -> list[dict[str, Any]]:
+def loader_throughput(config: ExperimentConfig, bundle: DataBundle,
+                      args: argparse.Namespace) -> list[dict[str, Any]]:
     """Table 1: clips/s through the training loader, the paths alternating pass by pass."""
     import torch
 
@@ -257,7 +263,8 @@ def loader_throughput(config, bundle, args) -> list[dict[str, Any]]:
     return rows
 
 
-def student_stage(config, bundle, args) -> list[dict[str, Any]]:
+def student_stage(config: ExperimentConfig, bundle: DataBundle,
+                  args: argparse.Namespace) -> list[dict[str, Any]]:
     """Table 2: short student-stage trainings, time inside the loaders' next() vs wall time."""
     import sakdn.train.student_stage as student_module
     from sakdn.seeding import seed_everything
@@ -291,7 +298,7 @@ def student_stage(config, bundle, args) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_breakdown(config, args) -> dict[str, float]:
+def trial_breakdown(config: ExperimentConfig, args: argparse.Namespace) -> dict[str, float]:
     """Table 3: where one short ``train()`` trial's wall time goes (cache path)."""
     import sakdn.train as train_package
     import sakdn.train.checkpoint as checkpoint_module

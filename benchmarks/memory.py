@@ -30,16 +30,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import harness
+
+if TYPE_CHECKING:
+    from sakdn.config import ExperimentConfig
 
 EXPERIMENT = harness.REPO / "experiments" / "synthetic_search.yaml"
 COPY_LIMIT = 0.10  # RssAnon growth of a full cache scan, as a share of the cache size
 FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "memory")
     p.add_argument("--subjects", type=int, nargs="+",
                    help="dataset sizes (default 4 8 16; with --quick 2 4)")
@@ -69,7 +72,7 @@ def status() -> dict[str, float]:
 # --- the children ---------------------------------------------------------------------------
 
 
-def config_for(args, root: str):
+def config_for(args: argparse.Namespace, root: str) -> ExperimentConfig:
     from sakdn.config import load_config
 
     keys = {"data.root": root, "train.progress": False, "train.num_threads": args.threads,
@@ -80,7 +83,7 @@ def config_for(args, root: str):
     return load_config(args.config, keys)
 
 
-def child_trial(args) -> dict[str, Any]:
+def child_trial(args: argparse.Namespace) -> dict[str, Any]:
     from sakdn.train import train
 
     config = config_for(args, args.root)
@@ -91,7 +94,7 @@ def child_trial(args) -> dict[str, Any]:
     return {"before": before, "after": status(), "seconds": time.perf_counter() - start}
 
 
-def child_scan(args) -> dict[str, Any]:
+def child_scan(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from sakdn.data.dataset import ClipDataset, RecordingDataset
@@ -119,7 +122,7 @@ def cache_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).glob("*.npy"))
 
 
-def run_child(args, mode: str, root: Path) -> dict[str, Any]:
+def run_child(args: argparse.Namespace, mode: str, root: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--root", str(root),
            "--workdir", str(args.workdir), "--threads", str(args.threads),
            "--config", str(args.config)]
@@ -135,7 +138,7 @@ def run_child(args, mode: str, root: Path) -> dict[str, Any]:
 # --- the parent -----------------------------------------------------------------------------
 
 
-def dataset(args, subjects: int) -> Path:
+def dataset(args: argparse.Namespace, subjects: int) -> Path:
     if args.quick:
         return harness.synthetic(args.workdir, classes=3, subjects=subjects, repetitions=2,
                                  frame_size=32, duration=1.0)
@@ -143,7 +146,7 @@ def dataset(args, subjects: int) -> Path:
                              frame_size=64, duration=2.0)
 
 
-def measure(args) -> list[dict[str, Any]]:
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     from sakdn.train.data import build_data
 
     rows = []

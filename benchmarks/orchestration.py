@@ -28,6 +28,7 @@ Target (issue 8): < 5 %.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ SPACE = harness.REPO / "search_spaces" / "smoke.yaml"
 TARGET_SHARE = 0.05  # issue 8: < 5 % of a default synthetic trial
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "orchestration")
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--teacher-epochs", type=int, default=2)
@@ -49,6 +50,8 @@ def parse_args():
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--default-trial-s", type=float, default=0.0,
                    help="train() seconds of a default trial, if known (else measured)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="more overrides for the search and the loop (config or search.* keys)")
     p.add_argument("--reuse-actors", action="store_true",
                    help="run the Tune side with TuneConfig(reuse_actors=True): one trial process "
                         "serves trial after trial (run_search itself passes False)")
@@ -58,7 +61,8 @@ def parse_args():
     return args
 
 
-def short_overrides(args, storage: Path, space: dict[str, str]) -> dict[str, Any]:
+def short_overrides(args: argparse.Namespace, storage: Path,
+                    space: dict[str, str]) -> dict[str, Any]:
     if args.quick:
         root = harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
                                  frame_size=32, duration=1.0)
@@ -77,6 +81,9 @@ def short_overrides(args, storage: Path, space: dict[str, str]) -> dict[str, Any
     if args.quick:
         keys.update({"gaf.image_size": 16, "student.width": 4, "teacher.width": 4,
                      "student.segments": 2, "student.batch_size": 4, "teacher.batch_size": 4})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        keys[key.strip()] = value
     return keys
 
 
@@ -118,7 +125,7 @@ def through_tune(experiment: Path, keys: dict[str, Any], storage: Path,
     }
 
 
-def in_a_loop(args, experiment: Path, keys: dict[str, Any],
+def in_a_loop(args: argparse.Namespace, experiment: Path, keys: dict[str, Any],
               configs: list[dict[str, Any]]) -> dict[str, Any]:
     from sakdn.search.run import prepare
     from sakdn.search.trainable import trial_config
@@ -137,7 +144,7 @@ def in_a_loop(args, experiment: Path, keys: dict[str, Any],
     return {"wall_s": time.perf_counter() - start, "train_s": seconds}
 
 
-def default_trial(args, experiment: Path) -> dict[str, Any]:
+def default_trial(args: argparse.Namespace, experiment: Path) -> dict[str, Any]:
     """``train()`` seconds and epochs of one trial of the default search (cache built first)."""
     from sakdn.config import load_config
     from sakdn.train import train

@@ -26,6 +26,7 @@ unpruned compute.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ QUICK = {  # 3 trials of 3 student epochs: prune from the first epoch, after one
 }
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "search_efficiency")
     p.add_argument("--repetitions", type=int, default=3, help="seeds 0 .. repetitions-1")
     p.add_argument("--trials", type=int, default=10, help="trials per search")
@@ -74,7 +75,7 @@ def parse_args():
     return args
 
 
-def dataset(args) -> Path:
+def dataset(args: argparse.Namespace) -> Path:
     if args.quick:
         return harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
                                  frame_size=32, duration=1.0)
@@ -84,7 +85,8 @@ def dataset(args) -> Path:
                              frame_size=32, duration=1.5)
 
 
-def overrides(args, root: Path, storage: Path, space: dict[str, str]) -> dict[str, Any]:
+def overrides(args: argparse.Namespace, root: Path, storage: Path,
+              space: dict[str, str]) -> dict[str, Any]:
     """Config and search keys shared by every search of the benchmark."""
     keys: dict[str, Any] = {**space,
         "data.root": root, "data.frame_size": 32,
@@ -140,7 +142,7 @@ def compute_until(trials: list[dict[str, Any]], target: float) -> dict[str, Any]
             "trials": len(trials), "stopped_early": stopped, "best_val_acc": best}
 
 
-def run(args) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     root = dataset(args)
     storage = harness.fresh_dir(Path(args.workdir) / "searches")
     experiment, space = harness.snapshot(args.workdir, EXPERIMENT,

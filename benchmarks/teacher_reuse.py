@@ -23,6 +23,7 @@ come from Tune's ``result.json``; the teacher stage's seconds are estimated from
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ SPACE = harness.REPO / "search_spaces" / "distill_only.yaml"
 TARGET_SAVING = 0.40  # issue 8: ≥ 40 % less wall time with the teacher store
 
 
-def parse_args():
+def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "teacher_reuse")
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--teacher-epochs", type=int, default=8, help="the experiment's value")
@@ -50,7 +51,8 @@ def parse_args():
     return args
 
 
-def overrides(args, storage: Path, space: dict[str, str]) -> dict[str, Any]:
+def overrides(args: argparse.Namespace, storage: Path,
+              space: dict[str, str]) -> dict[str, Any]:
     if args.quick:
         root = harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
                                  frame_size=32, duration=1.0)
@@ -110,7 +112,7 @@ def measure(name: str, result: Any, wall: float) -> dict[str, Any]:
 VARIANTS = {"store": {}, "no store": {"search.teacher_store": "none"}}
 
 
-def run(args) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``--repetitions`` pairs of searches, the order alternating, each with its own storage."""
     storage = harness.fresh_dir(Path(args.workdir) / "searches")
     experiment, space = harness.snapshot(args.workdir, EXPERIMENT, SPACE)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from sakdn.config import ExperimentConfig, dump_yaml
-from sakdn.seeding import seed_everything
+from sakdn.seeding import derive_seed, seed_everything
 from sakdn.train import checkpoint as ckpt
 from sakdn.train.data import DataBundle, build_data
 from sakdn.train.loop import Callback, EpochReport, RunContext, resolve_device
@@ -165,6 +165,9 @@ def _train_teachers(stage: TeacherStage, config, callback, workdir, resume, hist
 
 
 def _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history) -> StudentStage:
+    # The student's initial weights must not depend on how the teachers came about (trained
+    # here, reused from the store, or resumed): seed its construction on its own.
+    torch.manual_seed(derive_seed(config.train.seed, "student", "init"))
     stage = StudentStage(config, bundle, ctx, teachers)
     start = 0
     if resume and resume["stage"] == "student" and resume["epoch"] > 0:
