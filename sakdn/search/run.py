@@ -186,10 +186,12 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def _check_state(p: Prepared, searcher, tune_dir: Path, resume: bool) -> bool:
     """Refuse to overwrite an existing search; on resume, say what is restored."""
+    from optuna.trial import TrialState
     from ray.tune import Tuner
 
     restorable = Tuner.can_restore(str(tune_dir))
-    asked = len(searcher.study.trials)
+    # Trials queued from search.points_to_evaluate wait in the study before anything ran.
+    asked = sum(t.state != TrialState.WAITING for t in searcher.study.trials)
     if not resume:
         found = []
         if restorable or tune_dir.exists():
