@@ -253,18 +253,7 @@ def _parse_float(kind: str, key: str, spec: Mapping[str, Any], file: str | None)
     log = kind == "loguniform"
     if "log" in spec:
         raise SearchSpaceError(file, key, "log is an int option; use loguniform for a float key")
-    if log and low <= 0:
-        raise SearchSpaceError(file, key, f"a log scale needs positive bounds, got [{low}, {high}]")
-    step = None
-    if "step" in spec:
-        if log:
-            raise SearchSpaceError(file, key, "step cannot be combined with a log scale")
-        step = _step(spec["step"], key, file, integer=False)
-        if not math.isclose(round((high - low) / step) * step, high - low, rel_tol=1e-9):
-            raise SearchSpaceError(file, key, _not_multiple(high - low, step))
-    for bound in (low, high):
-        _check_allowed(key, bound, file)
-    return {"low": low, "high": high, "step": step, "log": log}
+    return _range(key, spec, low, high, log, file, integer=False)
 
 
 def _parse_int(kind: str, key: str, spec: Mapping[str, Any], file: str | None) -> dict:
@@ -281,15 +270,24 @@ def _parse_int(kind: str, key: str, spec: Mapping[str, Any], file: str | None) -
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise SearchSpaceError(file, key, f"log must be true or false, got {log!r}")
+    return _range(key, spec, low, high, log, file, integer=True)
+
+
+def _range(key: str, spec: Mapping[str, Any], low: float, high: float, log: bool,
+           file: str | None, *, integer: bool) -> dict:
+    """The checks a float and an int range share: log bounds, the step, allowed values."""
     if log and low <= 0:
         raise SearchSpaceError(file, key, f"a log scale needs positive bounds, got [{low}, {high}]")
     step = None
     if "step" in spec:
         if log:
-            raise SearchSpaceError(file, key, "step cannot be combined with log: true")
-        step = _step(spec["step"], key, file, integer=True)
-        if (high - low) % step:
-            raise SearchSpaceError(file, key, _not_multiple(high - low, step))
+            raise SearchSpaceError(file, key, "step cannot be combined with a log scale")
+        step = _step(spec["step"], key, file, integer=integer)
+        span = high - low
+        fits = span % step == 0 if integer else math.isclose(
+            round(span / step) * step, span, rel_tol=1e-9)
+        if not fits:
+            raise SearchSpaceError(file, key, _not_multiple(span, step))
     for bound in (low, high):
         _check_allowed(key, bound, file)
     return {"low": low, "high": high, "step": step, "log": log}
