@@ -112,8 +112,12 @@ def load_search(
     file = str(path)
     tree = read_yaml(path)
     section = tree.get("search")
+    given = {key.removeprefix("search.") for key in overrides or {}}
+    if section is None and "space" in given:
+        section = {}  # a training experiment searched with --set search.space=... and defaults
     if section is None:
-        raise ConfigError("search", None, "the experiment has no search: section", file)
+        raise ConfigError("search", None, "the experiment has no search: section; add one or "
+                          "give at least --set search.space=<space file>", file)
     if not isinstance(section, Mapping):
         raise ConfigError("search", section, "must be a mapping of search keys", file)
     raw = _deep_copy(section)

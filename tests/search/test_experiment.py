@@ -112,6 +112,18 @@ def test_a_file_without_a_search_section_is_rejected(tmp_path: Path) -> None:
     path.write_text("student: {epochs: 2}\n")
     with pytest.raises(ConfigError, match="no search: section"):
         load_search(path)
+    with pytest.raises(ConfigError, match="no search: section"):
+        load_search(path, {"search.num_samples": 4})
+
+
+def test_a_training_file_is_searched_with_a_space_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "train_only.yaml"
+    path.write_text("student: {epochs: 2}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text("student.lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    search = load_search(path, {"search.space": str(space), "search.num_samples": 3}, cwd=tmp_path)
+    assert search.space == str(space) and search.num_samples == 3
+    assert search.pruner == "median" and search.max_concurrent_trials == 2  # the defaults
 
 
 def test_bad_override_text_is_rejected() -> None:
