@@ -251,14 +251,12 @@ NODE_ENV=(
 [[ -z "$HC_FAILURES" ]] || NODE_ENV+=(RAY_health_check_failure_threshold="$HC_FAILURES")
 
 # MLflow tracking server in the head namespace; artifacts proxied (clients never see the path).
-ip netns exec "$HEAD_NS" env "${NODE_ENV[@]}" setsid mlflow server \
-    --host "$HEAD_IP" --port "$MLFLOW_PORT" --workers 1 \
-    --backend-store-uri "sqlite:///$STATE/mlflow.db" \
-    --artifacts-destination "$STATE/artifacts" --serve-artifacts \
-    </dev/null >"$STATE/logs/mlflow.log" 2>&1 &
-MLFLOW_PID=$!
-disown "$MLFLOW_PID"   # it outlives this script; stop.sh ends it
-record pid "$MLFLOW_PID" mlflow "$HEAD_NS"
+# mlflow-server.sh starts it (and restarts it after an outage) from mlflow.conf; it records
+# the server's pid in created.txt. Readiness is checked below, from every namespace.
+printf 'ns=%s\nhost=%s\nport=%s\n' "$HEAD_NS" "$HEAD_IP" "$MLFLOW_PORT" >"$STATE/mlflow.conf"
+: >"$STATE/logs/mlflow.log"
+"$HERE/mlflow-server.sh" --state "$STATE" --how start --timeout 0 >/dev/null
+MLFLOW_PID="$(cat "$STATE/mlflow.pid")"
 
 OBJECT_STORE_BYTES=$((OBJECT_STORE_MB * 1024 * 1024))
 head_args=(--head --node-ip-address="$HEAD_IP" --port="$RAY_PORT"
