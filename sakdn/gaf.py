@@ -36,7 +36,7 @@ Differences from the reference Matlab code (``GAF/GASF.m``, ``GAF/GADF.m``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -53,6 +53,9 @@ NEAR_CONSTANT_RANGE = 10 * float(np.finfo(np.float64).eps)
 CONSTANT_CHANNEL_VALUE = 0.5
 
 ArrayLike = torch.Tensor | np.ndarray
+# Fields are written this many bytes at a time on the CPU, so that clipping or channel scaling
+# finds them in cache (L2 is 1–2 MiB per core on current x86 servers).
+_CHUNK_BYTES = 1 << 20
 
 
 def _as_tensor(signals: ArrayLike) -> torch.Tensor:
@@ -167,16 +170,73 @@ def rescale(series: torch.Tensor) -> torch.Tensor:
     return (series - lo).mul_(2).div_(span).sub_(1).clamp_(-1.0, 1.0)
 
 
-def _field(series: torch.Tensor, kind: str, dtype: torch.dtype) -> torch.Tensor:
-    """Unclipped GASF/GADF of resampled float64 series ``(B, A, S)`` → ``(B, A, S, S)``."""
-    cos = rescale(series)  # x̃ = cos φ, (B, A, S), float64
+def _check_out(out: ArrayLike, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    target = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+    if not isinstance(target, torch.Tensor) or not target.is_floating_point():
+        raise TypeError("out must be a floating-point torch.Tensor or numpy array")
+    if tuple(target.shape) != shape:
+        raise ValueError(f"out has shape {tuple(target.shape)}, the fields need {shape}")
+    if not target.is_contiguous():
+        raise ValueError("out must be contiguous")
+    if target.device != device:
+        raise ValueError(f"out is on {target.device}, the signals on {device}")
+    return target
+
+
+def _write_fields(
+    series: torch.Tensor,
+    kind: str,
+    out: torch.Tensor,
+    dtype: torch.dtype,
+    finish: Callable[[torch.Tensor], object],
+) -> torch.Tensor:
+    """GASF/GADF of resampled float64 series ``(..., S)`` into ``out`` ``(..., S, S)``.
+
+    With x̃ = cos φ and sin φ = sqrt(1 − x̃²) both fields are rank-2 sums of outer products,
+    written by a K = 2 batched matmul: GASF = [cos, sin]·[cos, −sin]ᵀ, GADF = [sin, cos]·
+    [cos, −sin]ᵀ. On the CPU the fields are written ``_CHUNK_BYTES`` at a time and ``finish``
+    (clipping or channel scaling, in place) runs while the chunk is still in cache, so the
+    output crosses the memory bus once. The field is computed in ``dtype``; an ``out`` of
+    another dtype (float16, as the data cache stores) is filled from a scratch chunk.
+    """
+    cos = rescale(series)  # (..., S), float64
     sin = (1 - cos * cos).clamp_(0.0, 1.0).sqrt_()  # sin φ ≥ 0 since φ ∈ [0, π]
-    cos, sin = cos.to(dtype), sin.to(dtype)
-    # Both fields are rank-2 outer-product sums, written once by a K=2 batched matmul:
-    # GASF = [cos, sin] · [cos, −sin]ᵀ, GADF = [sin, cos] · [cos, −sin]ᵀ.
-    right = torch.stack((cos, -sin), dim=-2)  # (B, A, 2, S)
-    left = torch.stack((cos, sin) if kind == "gasf" else (sin, cos), dim=-1)  # (B, A, S, 2)
-    return left @ right  # (B, A, S, S)
+    size = cos.shape[-1]
+    cos, sin = cos.reshape(-1, size).to(dtype), sin.reshape(-1, size).to(dtype)
+    right = torch.stack((cos, -sin), dim=-2)  # (N, 2, S)
+    left = torch.stack((cos, sin) if kind == "gasf" else (sin, cos), dim=-1)  # (N, S, 2)
+    n = cos.shape[0]
+    fields = out.view(n, size, size)  # (N, S, S)
+    rows = n if out.device.type != "cpu" else max(1, _CHUNK_BYTES // (size * size * cos.itemsize))
+    direct = out.dtype == dtype
+    scratch = None if direct else torch.empty((min(rows, n), size, size), dtype=dtype,
+                                              device=out.device)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        chunk = fields[a:b] if direct else scratch[: b - a]
+        torch.bmm(left[a:b], right[a:b], out=chunk)
+        finish(chunk)
+        if not direct:
+            fields[a:b].copy_(chunk)
+    return out
+
+
+def _clip(fields: torch.Tensor) -> torch.Tensor:
+    # |x̃_i x̃_j ∓ …| ≤ 1 holds exactly, but the rounded products can pass ±1 by an ulp.
+    return fields.clamp_(-1.0, 1.0)
+
+
+def _to_unit(fields: torch.Tensor) -> torch.Tensor:
+    return fields.add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
+
+
+def _prepare(signals: ArrayLike, image_size: int, method: str, names: Sequence[str] | None
+             ) -> tuple[torch.Tensor, str]:
+    """Checked signals, PAA-resampled in float64, and the field kind."""
+    x = _as_tensor(signals)
+    check_signals(x, names)
+    size, kind = _check_size(image_size), _check_method(method)
+    return paa(x.to(torch.float64), size), kind
 
 
 def gaf(
@@ -186,6 +246,7 @@ def gaf(
     *,
     names: Sequence[str] | None = None,
     dtype: torch.dtype = torch.float32,
+    out: ArrayLike | None = None,
 ) -> torch.Tensor:
     """Gramian angular field of every axis of every recording, pyts-compatible.
 
@@ -194,15 +255,22 @@ def gaf(
         image_size: side S of each field (PAA resampling; S > T upsamples, see the module doc).
         method: ``"gasf"`` (summation) or ``"gadf"`` (difference); pyts' names are accepted too.
         names: recording names for error messages.
-        dtype: output dtype; the rescaling is always done in float64.
+        dtype: output dtype when no ``out`` is given; the rescaling is always done in float64,
+            the field in float64 for a float64 output and in float32 otherwise.
+        out: a contiguous ``(batch, axes, S, S)`` floating-point tensor or numpy array (a
+            memory map, a reused buffer) to write the fields into instead of a new tensor. A
+            new tensor costs a page fault per 4 KiB on its first write, which for large batches
+            takes longer than the fields themselves; a reused buffer does not.
 
     Returns:
-        ``(batch, axes, S, S)`` fields with values in [-1, 1].
+        ``(batch, axes, S, S)`` fields with values in [-1, 1] (``out`` when given, as a tensor).
     """
-    x = _as_tensor(signals)
-    check_signals(x, names)
-    size, kind = _check_size(image_size), _check_method(method)
-    return _field(paa(x.to(torch.float64), size), kind, dtype).clamp_(-1.0, 1.0)
+    series, kind = _prepare(signals, image_size, method, names)
+    shape = (*series.shape, series.shape[-1])
+    target = (torch.empty(shape, dtype=dtype, device=series.device) if out is None
+              else _check_out(out, shape, series.device))
+    field_dtype = torch.float64 if target.dtype == torch.float64 else torch.float32
+    return _write_fields(series, kind, target, field_dtype, _clip)
 
 
 def channel_minmax(images: torch.Tensor) -> torch.Tensor:
@@ -227,6 +295,7 @@ def sensor_images(
     method: str = "gasf",
     channel_scaling: bool = True,
     names: Sequence[str] | None = None,
+    out: ArrayLike | None = None,
 ) -> torch.Tensor:
     """Virtual images of sensors: every 3 consecutive axes are the R, G, B channels of one image.
 
@@ -238,16 +307,20 @@ def sensor_images(
             when off, the field's own range [-1, 1] maps linearly to [0, 1] ((g + 1) / 2), which
             keeps values comparable across channels and recordings.
         names: recording names for error messages.
+        out: a contiguous ``(batch, 3·k, S, S)`` floating-point tensor or numpy array to write
+            the images into (e.g. the data cache's float16 array); computed in float32 and
+            rounded once on the way in.
 
     Returns:
-        ``(batch, 3·k, S, S)`` float32 in [0, 1]; ``.view(batch, k, 3, S, S)`` splits the sensors.
+        ``(batch, 3·k, S, S)`` float32 in [0, 1] (``out`` when given, as a tensor);
+        ``.view(batch, k, 3, S, S)`` splits the sensors.
     """
     x = _as_tensor(signals)
     if x.dim() == 3 and x.shape[1] % 3 != 0:
         raise ValueError(f"expected 3 axes per sensor, got {x.shape[1]} axes")
-    check_signals(x, names)
-    size, kind = _check_size(image_size), _check_method(method)
-    fields = _field(paa(x.to(torch.float64), size), kind, torch.float32)  # (B, A, S, S)
-    if channel_scaling:
-        return channel_minmax(fields)
-    return fields.add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
+    series, kind = _prepare(x, image_size, method, names)
+    shape = (*series.shape, series.shape[-1])
+    target = (torch.empty(shape, dtype=torch.float32, device=series.device) if out is None
+              else _check_out(out, shape, series.device))
+    finish = channel_minmax if channel_scaling else _to_unit
+    return _write_fields(series, kind, target, torch.float32, finish)

@@ -316,6 +316,78 @@ def test_without_channel_scaling_maps_field_range(basic_motions: np.ndarray) -> 
     torch.testing.assert_close(images, (raw + 1) / 2)
 
 
+# --- writing into a given buffer, chunk by chunk --------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_out_buffers_hold_what_a_new_output_holds(method: str) -> None:
+    x = random_walks(7, 6, 90, seed=4)
+    shape = (7, 6, 40, 40)
+    out32 = torch.full(shape, math.nan)
+    assert gaf(x, 40, method, out=out32).data_ptr() == out32.data_ptr()
+    assert torch.equal(out32, gaf(x, 40, method))
+    out64 = np.full(shape, math.nan)
+    gaf(x, 40, method, out=out64)
+    np.testing.assert_array_equal(out64, gaf(x, 40, method, dtype=torch.float64).numpy())
+    # float16 (what the data cache stores): the float32 field rounded once
+    out16 = np.zeros(shape, dtype=np.float16)
+    gaf(x, 40, method, out=out16)
+    np.testing.assert_array_equal(out16, gaf(x, 40, method).numpy().astype(np.float16))
+    images16 = np.zeros(shape, dtype=np.float16)
+    sensor_images(x, 40, method, out=images16)
+    np.testing.assert_array_equal(images16,
+                                  sensor_images(x, 40, method).numpy().astype(np.float16))
+
+
+def test_out_can_be_a_memory_map(tmp_path) -> None:
+    x = random_walks(3, 6, 60, seed=9)
+    path = tmp_path / "gaf.npy"
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(3, 6, 24, 24))
+    sensor_images(x, 24, out=target)
+    target.flush()
+    del target
+    expected = sensor_images(x, 24).numpy().astype(np.float16)
+    np.testing.assert_array_equal(np.load(path), expected)
+
+
+@pytest.mark.parametrize("chunk_fields", [1, 3, 1000])
+def test_chunk_boundaries_do_not_change_the_fields(monkeypatch, chunk_fields: int) -> None:
+    import sakdn.gaf as module
+
+    x = random_walks(5, 6, 70, seed=2)
+    x[2, 4] = 3.0  # a constant axis inside a chunk
+    whole = {"gasf": gaf(x, 32), "gadf": gaf(x, 32, "gadf"), "images": sensor_images(x, 32),
+             "plain": sensor_images(x, 32, channel_scaling=False)}
+    monkeypatch.setattr(module, "_CHUNK_BYTES", chunk_fields * 32 * 32 * 4)
+    assert torch.equal(gaf(x, 32), whole["gasf"])
+    assert torch.equal(gaf(x, 32, "gadf"), whole["gadf"])
+    assert torch.equal(sensor_images(x, 32), whole["images"])
+    assert torch.equal(sensor_images(x, 32, channel_scaling=False), whole["plain"])
+    out16 = torch.zeros(5, 6, 32, 32, dtype=torch.float16)  # scratch chunk, last one partial
+    assert torch.equal(sensor_images(x, 32, out=out16), whole["images"].half())
+
+
+def test_large_outputs_equal_per_recording_outputs() -> None:
+    import sakdn.gaf as module
+
+    x = torch.from_numpy(random_walks(45, 6, 100, seed=8))  # 4.4 MB of float32 fields
+    batched, images = gaf(x, 64), sensor_images(x, 64)
+    assert batched.nbytes > 4 * module._CHUNK_BYTES and batched.is_contiguous()
+    for i in (0, 17, 44):
+        assert torch.equal(batched[i], gaf(x[i : i + 1], 64)[0])
+        assert torch.equal(images[i], sensor_images(x[i : i + 1], 64)[0])
+
+
+def test_out_must_fit() -> None:
+    x = random_walks(2, 3, 20)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 8, 9\).*\(2, 3, 8, 8\)"):
+        gaf(x, 8, out=torch.zeros(2, 3, 8, 9))
+    with pytest.raises(ValueError, match="contiguous"):
+        gaf(x, 8, out=torch.zeros(2, 3, 8, 8).transpose(-1, -2))
+    with pytest.raises(TypeError, match="floating-point"):
+        sensor_images(x, 8, out=np.zeros((2, 3, 8, 8), dtype=np.int16))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", METHODS)
 def test_cuda_matches_cpu(basic_motions: np.ndarray, method: str) -> None:

@@ -129,14 +129,14 @@ def _gaf_item(dataset: str, sample: Sample, sensor_names: tuple[str, ...], spec:
         for problem in signal_problems(signal, present[name], name, s):
             if problem.severity == "error":  # the same message as `sakdn data check`
                 raise DatasetError(problem.path, problem.message)
-        img = sensor_images(
+        sensor_images(  # computed in float32, rounded once into the float16 row
             torch.from_numpy(np.ascontiguousarray(signal.T[None], dtype=np.float64)),
             image_size=s,
             method=spec.gaf_method,
             channel_scaling=spec.channel_scaling,
             names=[f"{sample.recording}/{name} ({present[name]})"],
-        )[0]
-        images[m] = img.numpy().astype(np.float16)
+            out=images[m : m + 1],
+        )
         mask[m] = True
     return images, mask
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models import vgg
 
 from sakdn.errors import ConfigError
 
@@ -96,6 +94,8 @@ def _vgg16_bn(width: int) -> _Parts:
     initialisation): the 120 M-parameter classifier of ``vgg16_bn()`` would be discarded anyway.
     The parent module keeps torchvision's ``features.*`` key names for weight files.
     """
+    from torchvision.models import vgg  # torchvision only for its backbones: ~1.3 s to import
+
     native = nn.Module()
     native.features = vgg.make_layers(vgg.cfgs["D"], batch_norm=True)
     for m in native.modules():
@@ -116,7 +116,9 @@ def _resnet18(width: int) -> _Parts:
     """torchvision ResNet-18: stem (conv1, bn1, relu; stride 2), max-pool + layer1 (stride 4),
     layer2, layer3, layer4 (stride 32). The max-pool goes with layer1 so that the five maps
     have five distinct resolutions. ``width`` is ignored."""
-    n = torchvision.models.resnet18(weights=None)
+    from torchvision.models import resnet18
+
+    n = resnet18(weights=None)
     stages: list[nn.Module] = [
         nn.Sequential(n.conv1, n.bn1, n.relu),
         nn.Sequential(n.maxpool, n.layer1),
@@ -139,7 +141,9 @@ def _googlenet(width: int) -> _Parts:
     GSDM resizes maps to a common size, so the resolution differences of stages 2 and 4 only
     change the detail of the map, not its use. ``width`` is ignored.
     """
-    n = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    from torchvision.models import googlenet
+
+    n = googlenet(weights=None, aux_logits=False, init_weights=True)
     stages: list[nn.Module] = [
         nn.Sequential(n.conv1, n.maxpool1, n.conv2, n.conv3),
         nn.Sequential(n.maxpool2, n.inception3a, n.inception3b),

@@ -16,7 +16,10 @@ A thin adapter around :func:`sakdn.train.train` (which knows nothing of Ray or M
 - ``TrialDiverged`` ends the trial with the objective(s) reported as NaN and ``diverged`` set
   to the reason: the Optuna scheduler prunes it, the driver records it with the reason;
 - MLflow logging goes through a :class:`~sakdn.tracking.RunBuffer` spooled in the trial's
-  work directory, so a tracking outage delays the records but never stops the trial.
+  work directory, so a tracking outage delays the records but never stops the trial;
+- every attempt tags the child run with its Tune trial id and node (``sakdn.node_ip``: the
+  latest attempt's, ``sakdn.node_ips``: all of them, so a trial moved off a failed node
+  shows both).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ DIVERGED = "diverged"  # result key: the reason a loss became NaN / inf
 FAILED = "failed"  # result key: the reason a trial could not run (bad sampled config)
 PRUNE_STEP = "prune_step"  # result key: the student epoch, for pruners
 SPOOL = "mlflow_spool.json"
+NODES = "nodes.txt"  # one line per attempt: the address of the node it ran on
+NODE_IP_TAG = "sakdn.node_ip"  # the node of the latest attempt
+NODE_IPS_TAG = "sakdn.node_ips"  # every attempt's node, comma-separated
 _STAGE_RANK = {"teacher": 0, "student": 1}
 
 
@@ -122,6 +128,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     reporter = _Reporter(tracker, setup)
     from sakdn.train import train
 
+    _reset_process_state()
     try:
         result = train(
             experiment, callback=reporter, workdir=workdir, teacher_store=setup.teacher_store,
@@ -152,6 +159,30 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         log(f"MLflow unreachable: {tracker.pending} record(s) kept in {workdir / SPOOL} "
             "for the driver to send")
     reporter.report_final(final)
+
+
+_PROCESS_STATE: tuple | None = None  # torch's process-wide settings before any trial ran
+
+
+def _reset_process_state() -> None:
+    """Give this trial the process-wide torch settings the process's first trial found.
+
+    Tune runs trial after trial in one process (``reuse_actors``). ``train`` seeds every RNG
+    itself, but leaves two settings as an earlier trial left them: the thread count when
+    ``train.num_threads`` is 0, and deterministic kernels when ``train.deterministic`` is false.
+    """
+    global _PROCESS_STATE
+    import torch
+
+    cudnn = torch.backends.cudnn
+    if _PROCESS_STATE is None:
+        _PROCESS_STATE = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled(),
+                          cudnn.benchmark, cudnn.deterministic)
+        return
+    threads, deterministic, warn_only, cudnn.benchmark, cudnn.deterministic = _PROCESS_STATE
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class _Reporter:
@@ -253,10 +284,28 @@ def _open_tracker(setup: TrialSetup, tune_id: str, number: int | None, workdir: 
     from sakdn import tracking as tr
 
     tr.configure_http()
-    resolve = tr.trial_resolver(setup.tracking, tune_id, number, tags=tr.node_tags())
-    return tr.RunBuffer(
+    here = tr.node_tags()
+    resolve = tr.trial_resolver(setup.tracking, tune_id, number, tags=here)
+    buffer = tr.RunBuffer(
         tr.client(setup.tracking.tracking_uri), resolve=resolve, spool=workdir / SPOOL
     )
+    # A retried or resumed attempt continues the run (its id is in the spool, so the
+    # resolver's tags are not sent again): tag this attempt's node and Tune trial (a resumed
+    # search hands an interrupted Optuna trial to a new one).
+    buffer.set_tags({**here, tr.TUNE_TRIAL: tune_id,
+                     **_attempt_nodes(workdir, here.get(NODE_IP_TAG))})
+    return buffer
+
+
+def _attempt_nodes(workdir: Path, node_ip: str | None) -> dict[str, str]:
+    """``sakdn.node_ips``: the node of every attempt so far, in order (a trial resumed on
+    another node after a node failure lists both); kept in the work directory."""
+    if not node_ip:
+        return {}
+    path = workdir / NODES
+    with open(path, "a") as handle:
+        handle.write(node_ip + "\n")
+    return {NODE_IPS_TAG: ",".join(path.read_text().split())}
 
 
 class _NoTracking:
