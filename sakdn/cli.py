@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--classes", type=int, default=8)
-    synth.add_argument("--subjects", type=int, default=8)
+    synth.add_argument("--subjects", type=int, default=16)
     synth.add_argument("--repetitions", type=int, default=4)
     synth.add_argument("--frame-size", type=int, default=64)
     for name, text in (("check", "validate a dataset tree"), ("prepare", "build the cache")):

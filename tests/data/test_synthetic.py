@@ -151,24 +151,41 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_default_dataset_through_the_adapter(tmp_path):
-    """The full default dataset, written on first use by the ``synthetic`` adapter."""
+    """The full default dataset (8 classes × 16 subjects × 4 repetitions), written on first use
+    by the ``synthetic`` adapter, split as experiments/synthetic.yaml splits it."""
     root = tmp_path / "synthetic"
     index = load_index(DataConfig(dataset="synthetic", root=str(root)))
     n = _check_files(root, frame_size=64)
-    assert n >= 200 and len(index) == n == 8 * 8 * 4 - 1  # a2_s3_t4 is omitted, as documented
+    assert len(index) == n == 8 * 16 * 4 - 1  # a2_s3_t4 is omitted, as documented
     assert "a2_s3_t4" not in {s.key for s in index}
     assert "a2_s3_t4" in (root / "README.txt").read_text()
     assert index.class_names == tuple(read_class_names(root / "classes.txt"))
     assert np.load(root / "class_vectors.npy").shape[0] == index.num_classes == 8
 
     train, test = split(index, "cross_subject")
-    assert train.subjects() == (1, 3, 5, 7) and test.subjects() == (2, 4, 6, 8)
-    assert (len(train), len(test)) == (127, 128)
-    fit, val = carve_validation(train, 0.25, seed=0)
-    assert len(val.subjects()) == 1 and not set(fit.subjects()) & set(val.subjects())
+    assert train.subjects() == tuple(range(1, 16, 2)) and test.subjects() == tuple(range(2, 17, 2))
+    assert (len(train), len(test)) == (255, 256)
+    fit, val = carve_validation(train, 0.3, seed=0)  # experiments/synthetic.yaml's split
+    assert len(val.subjects()) == 3 and not set(fit.subjects()) & set(val.subjects())
+    assert len(val) >= 95  # one validation clip is about one point of accuracy
     train, test = split(index, "trial")
-    assert {s.repetition for s in train} == {1, 2} and (len(train), len(test)) == (128, 127)
+    assert {s.repetition for s in train} == {1, 2} and (len(train), len(test)) == (256, 255)
+
+
+def test_adapter_refuses_a_dataset_of_another_generator_version(small, tmp_path):
+    """Content changes bump VERSION; a folder written by another version is not read silently."""
+    import shutil
+
+    root = tmp_path / "old"
+    shutil.copytree(small, root)
+    meta = json.loads((root / "generator.json").read_text())
+    assert meta["version"] == synthetic.VERSION
+    meta["version"] = synthetic.VERSION - 1
+    (root / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=f"version {synthetic.VERSION - 1}"):
+        load_index(DataConfig(dataset="synthetic", root=str(root)))
 
 
 def test_imu_readings_of_a_uniform_circle():
