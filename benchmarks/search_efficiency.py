@@ -3,25 +3,43 @@ without early stopping.
 
 Three searches per repetition, built by the project's ``run_search`` from the main search's
 experiment (``experiments/synthetic_search.yaml``, space ``search_spaces/synthetic.yaml``) on a
-small synthetic dataset, with the same seed (``search.seed`` = repetition) and the same number
-of trials:
+small synthetic dataset, with the same seed (``search.seed`` = repetition), the same TPE sampler
+and the same number of trials:
 
 - ``no pruning``: ``pruner: none``, ``scheduler: fifo``;
-- ``Optuna median``: the median pruner through the project's Optuna scheduler;
-- ``Tune ASHA``: Tune's asynchronous successive halving on the student epoch.
+- ``Optuna <pruner>``: the experiment's own ``pruner`` and ``pruner_options`` (what a user of the
+  main search gets) through the project's Optuna scheduler;
+- ``Tune ASHA``: Tune's asynchronous successive halving on the student epoch, with the rungs of
+  the experiment's pruner where it has them (``--asha``).
 
 Trials run one at a time (``--concurrency``), so the compute spent before any moment is the sum
 of the trials that ran before it. The per-epoch results are read back from Tune's
-``result.json`` of each trial. Compute until the target: the student epochs trained by all
-trials (``trial-epochs``) and the seconds inside them (Tune's ``time_total_s``) until the first
-epoch whose ``student/val_acc`` ≥ ``--target``. A search that never reaches it counts its whole
-compute, marked ``>``. Target (issue 8): the pruned searches reach it with ≤ 50 % of the
-unpruned compute.
+``result.json`` of each trial. Measures, per search:
+
+- **to the target** (the issue's measure): the student epochs trained by all trials
+  (``trial-epochs``), the seconds of those epochs (``epoch-s``: each student epoch's
+  ``time_this_iter_s``; a trial's last report, which also holds the run's summary, counts as
+  its median epoch) and the trials' whole seconds (``trial-s``: Tune's ``time_total_s``,
+  start-up and summary included) until the first epoch whose ``student/val_acc`` ≥
+  ``--target``. A search that never reaches it counts its whole compute, marked ``>``;
+- **per hit**: all trial-epochs of the search / the trials that reached the target: the expected
+  compute to the target of a search whose trials were drawn alike (renewal estimate); it uses
+  every trial, not only the ones before a lucky or unlucky first hit;
+- **oracle** (from the unpruned search): the trial-epochs to its first hit had every trial that
+  never reaches the target been stopped at epoch ``--oracle-epoch`` — no pruner that first acts
+  at that epoch can do better on the same trials.
+
+Target (issue 8): the pruned searches reach the target with ≤ 50 % of the unpruned compute.
 
     python benchmarks/search_efficiency.py                  # 3 repetitions × 3 searches
     python benchmarks/search_efficiency.py --repetitions 1  # a quick look
     python benchmarks/search_efficiency.py --quick          # 1 search per method, 3 tiny trials
     python benchmarks/search_efficiency.py --from-json runs/bench/search_efficiency.json
+    python benchmarks/search_efficiency.py --replay runs/bench/search_efficiency.json
+
+``--replay`` trains nothing: it replays the complete learning curves of an earlier run's unpruned
+searches, in random orders, through Optuna's own pruners (and ASHA's rung rule) with several
+settings, to choose the settings that match when the curves separate.
 """
 
 from __future__ import annotations
@@ -38,40 +56,70 @@ EXPERIMENT = harness.REPO / "experiments" / "synthetic_search.yaml"
 QUICK_SPACE = harness.REPO / "search_spaces" / "smoke.yaml"
 METRIC = "student/val_acc"
 TARGET_RATIO = 0.5  # issue 8: pruning reaches the target with ≤ 50 % of the unpruned compute
+BASE = "no pruning"
+OPTUNA = "Optuna"  # + the experiment's pruner name
+ASHA = "Tune ASHA"
 
-METHODS: dict[str, dict[str, Any]] = {
-    "no pruning": {"search.pruner": "none", "search.pruner_options": "{}",
-                   "search.scheduler": "fifo"},
-    "Optuna median": {"search.pruner": "median", "search.scheduler": "optuna",
-                      "search.pruner_options": "{n_startup_trials: 3, n_warmup_steps: 2}"},
-    "Tune ASHA": {"search.pruner": "none", "search.pruner_options": "{}",
-                  "search.scheduler": "asha",
-                  "search.scheduler_options": "{grace_period: 2, reduction_factor: 2}"},
-}
-QUICK = {  # 3 trials of 3 student epochs: prune from the first epoch, after one trial
-    "Optuna median": {"search.pruner_options": "{n_startup_trials: 1, n_warmup_steps: 0}"},
-    "Tune ASHA": {"search.scheduler_options": "{grace_period: 1, reduction_factor: 2}"},
-}
+
+def methods(experiment: Path, asha: dict[str, int], quick: bool = False
+            ) -> dict[str, dict[str, Any]]:
+    """Method name → the search keys that make it (the Optuna method keeps the file's pruner,
+    except in ``--quick`` mode: 3 trials of 3 epochs, pruned from the first epoch on)."""
+    import yaml
+
+    search = (yaml.safe_load(experiment.read_text()) or {}).get("search", {})
+    pruner, options = search.get("pruner", "median"), search.get("pruner_options") or {}
+    own: dict[str, Any] = {"search.scheduler": "optuna"}
+    if quick:
+        pruner, options = "median", {"n_startup_trials": 1, "n_warmup_steps": 0}
+        asha = {"grace_period": 1, "reduction_factor": 2}
+        own.update({"search.pruner": pruner, "search.pruner_options": _flow(options)})
+    return {
+        BASE: {"search.pruner": "none", "search.pruner_options": "{}",
+               "search.scheduler": "fifo"},
+        f"{OPTUNA} {pruner} ({_shown(options)})": own,
+        f"{ASHA} ({_shown(asha)})": {
+            "search.pruner": "none", "search.pruner_options": "{}",
+            "search.scheduler": "asha", "search.scheduler_options": _flow(asha)},
+    }
+
+
+def _shown(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def _flow(options: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in options.items()) + "}"
 
 
 def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "search_efficiency")
     p.add_argument("--repetitions", type=int, default=3, help="seeds 0 .. repetitions-1")
-    p.add_argument("--trials", type=int, default=10, help="trials per search")
-    p.add_argument("--target", type=float, default=0.8,
-                   help="validation accuracy to reach (default: 13 of the 16 validation clips)")
+    p.add_argument("--trials", type=int, default=24, help="trials per search")
+    p.add_argument("--target", type=float, default=1.0,
+                   help="validation accuracy to reach (default: all 32 validation clips)")
     p.add_argument("--student-epochs", type=int, default=10)
-    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--asha", default="grace_period=3,reduction_factor=3",
+                   help="ASHA options, k=v,... (default: the rungs of the experiment's pruner)")
+    p.add_argument("--oracle-epoch", type=int, default=3,
+                   help="the oracle stops non-reaching trials at this student epoch")
     p.add_argument("--concurrency", type=int, default=1, help="trials at a time")
     p.add_argument("--cpus", type=int, default=2, help="CPUs the local Ray may hand out")
-    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=["none", "optuna", "asha"],
+                   default=["none", "optuna", "asha"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for every search (config or search.* keys)")
     p.add_argument("--from-json", metavar="PATH",
                    help="print the tables of an earlier run's --json output; run nothing")
+    p.add_argument("--replay", metavar="PATH",
+                   help="replay the unpruned curves of an earlier run's --json output through "
+                        "pruner settings; run nothing")
+    p.add_argument("--orders", type=int, default=200, help="random trial orders (--replay)")
     args = p.parse_args()
     if args.quick:
         args.repetitions, args.trials, args.student_epochs, args.teacher_epochs = 1, 3, 3, 1
+        args.target, args.oracle_epoch = 0.5, 1
     return args
 
 
@@ -79,9 +127,10 @@ def dataset(args: argparse.Namespace) -> Path:
     if args.quick:
         return harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
                                  frame_size=32, duration=1.0)
-    # 4 classes (two video-confusable pairs) × 8 subjects × 4 repetitions: 48 training and
-    # 16 validation clips in the cross-subject split, 32-px frames.
-    return harness.synthetic(args.workdir, classes=4, subjects=8, repetitions=4,
+    # 4 classes (two video-confusable pairs) × 12 subjects × 4 repetitions, 32-px frames: the
+    # cross-subject split trains on 6 subjects, of which 2 are carved out for validation: 64
+    # training and 32 validation clips (a target of 1.0 is 32 of 32).
+    return harness.synthetic(args.workdir, classes=4, subjects=12, repetitions=4,
                              frame_size=32, duration=1.5)
 
 
@@ -105,41 +154,77 @@ def overrides(args: argparse.Namespace, root: Path, storage: Path,
     return keys
 
 
+def _student_reports(trial: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in trial["results"] if r.get("stage") == "student" and METRIC in r]
+
+
+def epoch_seconds(trial: dict[str, Any]) -> list[float]:
+    """Seconds of each student epoch of a trial; a completed trial's last report also holds
+    the run's summary (evaluation, files, figures) and counts as the trial's median epoch."""
+    reports = _student_reports(trial)
+    times = [float(r.get("time_this_iter_s", 0.0)) for r in reports]
+    if times and reports[-1].get("completed") and len(times) > 1:
+        times[-1] = harness.median(times[:-1])
+    return times
+
+
 def compute_until(trials: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """Trial-epochs and trial-seconds until a student epoch first reaches ``target``.
+    """Compute until a student epoch first reaches ``target``, and the search's totals.
 
     Trials ran one at a time in ``trials`` order: everything the earlier trials spent counts,
-    plus the reaching trial's compute up to that epoch.
+    plus the reaching trial's compute up to that epoch (trial-seconds: up to the end of that
+    epoch's report).
     """
-    epochs = seconds = 0.0
+    epochs = seconds = epoch_s = 0.0
     reached = None
     best = 0.0
+    hits = 0
     for trial in trials:
         trial_seconds = 0.0
-        for r in trial["results"]:
-            trial_seconds = r.get("time_total_s", trial_seconds)
-            if r.get("stage") != "student" or METRIC not in r:
-                continue
+        e_times = epoch_seconds(trial)
+        trial_hit = False
+        for r, e_time in zip(_student_reports(trial), e_times):
             value = r[METRIC]
             finite = value == value  # a diverged trial reports NaN
             if finite:
                 best = max(best, value)
+                trial_hit = trial_hit or value >= target
             if reached is None:
                 epochs += 1
+                epoch_s += e_time
                 if finite and value >= target:
+                    trial_seconds = r.get("time_total_s", trial_seconds)
                     reached = {"epochs": epochs, "seconds": seconds + trial_seconds,
+                               "epoch_seconds": epoch_s,
                                "trial": trial["index"], "epoch": r.get("epoch")}
-        if reached is None:
-            seconds += trial_seconds
-    total_epochs = sum(1 for t in trials for r in t["results"]
-                       if r.get("stage") == "student" and METRIC in r)
+        hits += trial_hit
+        if reached is None and trial["results"]:
+            seconds += trial["results"][-1].get("time_total_s", 0.0)
+    total_epochs = sum(len(_student_reports(t)) for t in trials)
     total_seconds = sum(t["results"][-1].get("time_total_s", 0.0) for t in trials if t["results"])
+    total_epoch_s = sum(sum(epoch_seconds(t)) for t in trials)
     stopped = sum(1 for t in trials if not any(r.get("completed") for r in t["results"]))
     return {"reached": reached is not None,
             "epochs_to_target": reached["epochs"] if reached else total_epochs,
             "seconds_to_target": reached["seconds"] if reached else total_seconds,
+            "epoch_seconds_to_target": reached["epoch_seconds"] if reached else total_epoch_s,
             "reached_in": reached, "total_epochs": total_epochs, "total_seconds": total_seconds,
+            "total_epoch_seconds": total_epoch_s, "hits": hits,
+            "epochs_per_hit": total_epochs / hits if hits else float("nan"),
             "trials": len(trials), "stopped_early": stopped, "best_val_acc": best}
+
+
+def oracle_epochs(trials: list[dict[str, Any]], target: float, epoch: int) -> float:
+    """Trial-epochs to the first hit had every trial that never reaches ``target`` been
+    stopped after ``epoch`` student epochs (the trials as they ran, unpruned)."""
+    total = 0
+    for trial in trials:
+        values = [r[METRIC] for r in _student_reports(trial)]
+        hit = next((i for i, v in enumerate(values, start=1) if v == v and v >= target), None)
+        if hit is not None:
+            return float(total + hit)
+        total += min(epoch, len(values))
+    return float("nan")
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -148,21 +233,27 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     experiment, space = harness.snapshot(args.workdir, EXPERIMENT,
                                          QUICK_SPACE if args.quick else None)
     shared = overrides(args, root, storage, space)
+    asha = {k: int(v) for k, v in (x.split("=") for x in args.asha.split(",") if x)}
+    table = methods(experiment, asha, args.quick)
+    chosen = [name for name in table if _kind(name) in args.methods]
+    args.method_names = chosen
     harness.warm_up(experiment, shared)
     rows = []
     ray_s = harness.start_ray(args.cpus)
     print(f"local Ray started in {ray_s:.1f} s; searches log to {storage}/*.log", flush=True)
     try:
         for rep in range(args.repetitions):
-            for method in args.methods:
-                name = f"{method.replace(' ', '_').lower()}_r{rep}"
-                quick = QUICK.get(method, {}) if args.quick else {}
-                keys = {**shared, **METHODS[method], **quick, "search.name": name,
+            for method in chosen:
+                name = f"{_kind(method)}_r{rep}"
+                keys = {**shared, **table[method], "search.name": name,
                         "search.seed": rep}
                 start = time.strftime("%H:%M:%S")
                 result, wall = harness.run_search(experiment, keys, storage / f"{name}.log")
+                trials = harness.tune_trials(result.path)
                 row = {"method": method, "repetition": rep, "seed": rep, "wall_s": wall,
-                       **compute_until(harness.tune_trials(result.path), args.target)}
+                       **compute_until(trials, args.target),
+                       "oracle_epochs": oracle_epochs(trials, args.target, args.oracle_epoch),
+                       "curves": [[r[METRIC] for r in _student_reports(t)] for t in trials]}
                 rows.append(row)
                 print(f"{start} {method:<14} seed {rep}: {row['trials']} trials, "
                       f"{row['stopped_early']} stopped early, best {row['best_val_acc']:.3f}, "
@@ -172,71 +263,254 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _kind(method: str) -> str:
+    return "none" if method == BASE else "asha" if method.startswith(ASHA) else "optuna"
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base and base == base and value == value else float("nan")
+
+
 def summary(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
-    """Per method: medians over repetitions, and the ratios to the unpruned search."""
+    """Per method: medians over repetitions, and the ratios to the unpruned search (paired by
+    seed; the to-target ratios only where the unpruned search reached the target)."""
     out = []
-    base = [r for r in rows if r["method"] == "no pruning"]
+    base = {r["seed"]: r for r in rows if r["method"] == BASE}
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        ratios_e, ratios_s, ratios_total = [], [], []
+        ratios: dict[str, list[float]] = {k: [] for k in (
+            "epochs", "epoch_seconds", "seconds", "per_hit", "total", "oracle")}
         for r in mine:  # paired by seed
-            ref = next((b for b in base if b["seed"] == r["seed"]), None)
-            if ref:
-                ratios_total.append(r["total_epochs"] / ref["total_epochs"])
-            if ref and ref["reached"]:
-                ratios_e.append(r["epochs_to_target"] / ref["epochs_to_target"])
-                ratios_s.append(r["seconds_to_target"] / ref["seconds_to_target"])
-        ratio = harness.median(ratios_s)
+            ref = base.get(r["seed"])
+            if ref is None:
+                continue
+            ratios["total"].append(_ratio(r["total_epochs"], ref["total_epochs"]))
+            ratios["per_hit"].append(_ratio(r["epochs_per_hit"], ref["epochs_per_hit"]))
+            if ref["reached"]:
+                ratios["epochs"].append(_ratio(r["epochs_to_target"], ref["epochs_to_target"]))
+                ratios["epoch_seconds"].append(
+                    _ratio(r["epoch_seconds_to_target"], ref["epoch_seconds_to_target"]))
+                ratios["seconds"].append(_ratio(r["seconds_to_target"], ref["seconds_to_target"]))
+                if method == BASE:
+                    ratios["oracle"].append(_ratio(r["oracle_epochs"], r["epochs_to_target"]))
+        med = {k: harness.median([x for x in v if x == x]) for k, v in ratios.items()}
         out.append({
             "method": method, "repetitions": len(mine),
             "reached": sum(r["reached"] for r in mine),
             "median_epochs_to_target": harness.median([r["epochs_to_target"] for r in mine]),
+            "median_epoch_seconds_to_target": harness.median(
+                [r["epoch_seconds_to_target"] for r in mine]),
             "median_seconds_to_target": harness.median([r["seconds_to_target"] for r in mine]),
-            "median_ratio_epochs": harness.median(ratios_e),
-            "median_ratio_seconds": ratio,
-            "median_total_epochs": harness.median([r["total_epochs"] for r in mine]),
-            "median_ratio_total_epochs": harness.median(ratios_total),
+            "median_ratio_epochs": med["epochs"],
+            "median_ratio_epoch_seconds": med["epoch_seconds"],
+            "median_ratio_seconds": med["seconds"],
+            "median_ratio_per_hit": med["per_hit"],
+            "median_ratio_total_epochs": med["total"],
+            "median_oracle_ratio": med["oracle"],
+            "hits": sum(r["hits"] for r in mine), "trials": sum(r["trials"] for r in mine),
             "median_best_val_acc": harness.median([r["best_val_acc"] for r in mine]),
-            "target_met": None if method == "no pruning" or ratio != ratio else (
-                ratio <= TARGET_RATIO and all(r["reached"] for r in mine)),
+            "target_met": None if method == BASE or med["epochs"] != med["epochs"] else (
+                med["epochs"] <= TARGET_RATIO and all(r["reached"] for r in mine)),
         })
     return out
 
 
+# --- replay: pruner settings on recorded curves ---------------------------------------------
+
+
+def _optuna_setting(make: Any) -> Any:
+    """A replay function: the trials' curves in order → student epochs each trial trained."""
+
+    def run(curves: list[list[float]]) -> list[int]:
+        import optuna
+        from optuna.trial import TrialState
+
+        study = optuna.create_study(direction="maximize", pruner=make(),
+                                    sampler=optuna.samplers.RandomSampler(0))
+        spent = []
+        for curve in curves:
+            trial, best, epochs = study.ask(), float("-inf"), len(curve)
+            for step, value in enumerate(curve, start=1):
+                best = max(best, value)  # the search reports student/best_val_acc
+                trial.report(best, step)
+                if trial.should_prune():
+                    epochs = step
+                    break
+            if epochs < len(curve):
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, best)
+            spent.append(epochs)
+        return spent
+
+    return run
+
+
+def _asha_setting(grace: int, rf: int) -> Any:
+    """Tune's ASHA rule, one bracket: at rungs grace·rf^k a trial stops when its best value is
+    below the (1 − 1/rf) quantile of the values recorded at that rung before it."""
+    import numpy as np
+
+    def run(curves: list[list[float]]) -> list[int]:
+        recorded: dict[int, list[float]] = {}
+        spent = []
+        for curve in curves:
+            epochs, best = len(curve), float("-inf")
+            rungs = [grace * rf ** k for k in range(8) if grace * rf ** k < len(curve)]
+            for step, value in enumerate(curve, start=1):
+                best = max(best, value)
+                if step in rungs:
+                    seen = recorded.setdefault(step, [])
+                    cutoff = float(np.nanpercentile(seen, (1 - 1 / rf) * 100)) if seen else None
+                    seen.append(best)
+                    if cutoff is not None and best < cutoff:
+                        epochs = step
+                        break
+            spent.append(epochs)
+        return spent
+
+    return run
+
+
+def replay_settings() -> dict[str, Any]:
+    """Pruner settings to replay: Optuna's median, percentile, successive-halving and
+    Hyperband pruners and Tune's ASHA, first acting at student epochs 2–5."""
+    import warnings
+
+    import optuna
+
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pr = optuna.pruners
+    out: dict[str, Any] = {"none": lambda curves: [len(c) for c in curves]}
+    for start in (3, 5):
+        for warm in (2, 3, 4, 5):
+            out[f"median n_startup_trials {start}, n_warmup_steps {warm}"] = _optuna_setting(
+                lambda s=start, w=warm: pr.MedianPruner(n_startup_trials=s, n_warmup_steps=w))
+        out[f"percentile 33, n_startup_trials {start}, n_warmup_steps 3"] = _optuna_setting(
+            lambda s=start: pr.PercentilePruner(33.0, n_startup_trials=s, n_warmup_steps=3))
+    for low in (2, 3, 4):
+        for rf in (2, 3):
+            out[f"successive_halving min_resource {low}, reduction_factor {rf}"] = (
+                _optuna_setting(lambda m=low, r=rf: pr.SuccessiveHalvingPruner(
+                    min_resource=m, reduction_factor=r)))
+            out[f"ASHA grace_period {low}, reduction_factor {rf}"] = _asha_setting(low, rf)
+        out[f"hyperband min_resource {low}, reduction_factor 3"] = _optuna_setting(
+            lambda m=low: pr.HyperbandPruner(min_resource=m, reduction_factor=3))
+    return out
+
+
+def replay(pool: list[list[float]], settings: dict[str, Any], target: float, trials: int,
+           orders: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Each setting on ``orders`` random orders of ``trials`` curves drawn from ``pool``
+    (without replacement while the pool lasts): medians of the first-hit and per-hit ratios
+    to no pruning, the whole search's epochs and the mean best value."""
+    import random
+
+    rng = random.Random(seed)
+    draws = [rng.sample(pool, min(trials, len(pool))) for _ in range(orders)]
+    base = [_first_hit(c, [len(x) for x in c], target) for c in draws]
+    rows = []
+    for name, run in settings.items():
+        first, totals, bests, spent_all, hits, reached = [], [], [], 0, 0, 0
+        for curves, ref in zip(draws, base):
+            spent = run(curves)
+            epochs = _first_hit(curves, spent, target)
+            reached += epochs == epochs
+            if ref == ref:  # an order that never reaches counts its whole search
+                first.append((epochs if epochs == epochs else sum(spent)) / ref)
+            totals.append(sum(spent) / sum(map(len, curves)))
+            bests.append(max(max(c[:n]) for c, n in zip(curves, spent)))
+            spent_all += sum(spent)
+            hits += sum(any(v >= target for v in c[:n]) for c, n in zip(curves, spent))
+        rows.append({"setting": name, "first_hit": harness.median(first), "reached": reached,
+                     "epochs_per_hit": spent_all / hits if hits else float("nan"),
+                     "whole": harness.median(totals),
+                     "best": sum(bests) / len(bests)})
+    none = next(r for r in rows if r["setting"] == "none")["epochs_per_hit"]
+    for r in rows:
+        r["per_hit"] = _ratio(r["epochs_per_hit"], none)
+    return sorted(rows, key=lambda r: (r["per_hit"] != r["per_hit"], r["per_hit"]))
+
+
+def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> float:
+    total = 0
+    for curve, n in zip(curves, spent):
+        for value in curve[:n]:
+            total += 1
+            if value >= target:
+                return float(total)
+    return float("nan")
+
+
+def print_replay(path: str, args: argparse.Namespace) -> None:
+    saved = json.loads(Path(path).read_text())
+    pool = [c for r in saved["results"]["searches"] if r["method"] == BASE for c in r["curves"]
+            if c]
+    target = saved["args"]["target"]
+    rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders)
+    fmt = lambda x: "-" if x != x else f"{100 * x:.0f} %"  # noqa: E731
+    harness.print_table(
+        f"Pruner settings replayed on the {len(pool)} unpruned curves of {path} "
+        f"({args.orders} random orders of {saved['args']['trials']} trials, target "
+        f"{METRIC} ≥ {target}), against no pruning",
+        ["setting", "first hit: trial-epochs (median)", "per hit: trial-epochs",
+         "whole search: trial-epochs", "orders reaching target", "mean best val acc"],
+        [[r["setting"], fmt(r["first_hit"]), fmt(r["per_hit"]), fmt(r["whole"]),
+          f"{r['reached']}/{args.orders}", f"{r['best']:.3f}"] for r in rows],
+    )
+
+
 def main() -> None:
+    from sakdn.data.synthetic import VERSION
+
     args = parse_args()
+    if args.replay:
+        print_replay(args.replay, args)
+        return
     if args.from_json:  # print the tables of an earlier run again (with its settings)
         saved = json.loads(Path(args.from_json).read_text())
         rows = saved["results"]["searches"]
-        for key in ("trials", "concurrency", "target", "repetitions", "methods"):
+        for key in ("trials", "concurrency", "target", "repetitions", "method_names",
+                    "oracle_epoch", "student_epochs"):
             setattr(args, key, saved["args"][key])
+        VERSION = saved["results"].get("generator_version", "?")  # noqa: N806
     else:
         rows = run(args)
     mark = lambda r, key: f"{'' if r['reached'] else '>'}{r[key]:.0f}"  # noqa: E731
     harness.print_table(
-        f"Searches ({args.trials} trials each, {args.concurrency} at a time, target "
-        f"{METRIC} ≥ {args.target})",
-        ["method", "seed", "trial-epochs to target", "trial-s to target", "total trial-epochs",
-         "total trial-s", "stopped early", "best val acc", "search wall s"],
-        [[r["method"], r["seed"], mark(r, "epochs_to_target"), mark(r, "seconds_to_target"),
-          r["total_epochs"], r["total_seconds"], f"{r['stopped_early']}/{r['trials']}",
-          r["best_val_acc"], r["wall_s"]] for r in rows],
+        f"Searches ({args.trials} trials of {args.student_epochs} student epochs, "
+        f"{args.concurrency} at a time, target {METRIC} ≥ {args.target}, "
+        f"synthetic generator v{VERSION})",
+        ["method", "seed", "trial-epochs to target", "epoch-s to target", "trial-s to target",
+         "total trial-epochs", "trials reaching target", "trial-epochs per hit",
+         "stopped early", "best val acc", "search wall s"],
+        [[r["method"], r["seed"], mark(r, "epochs_to_target"), mark(r, "epoch_seconds_to_target"),
+          mark(r, "seconds_to_target"), r["total_epochs"], f"{r['hits']}/{r['trials']}",
+          r["epochs_per_hit"], f"{r['stopped_early']}/{r['trials']}", r["best_val_acc"],
+          r["wall_s"]] for r in rows],
     )
-    summ = summary(rows, args.methods)
+    summ = summary(rows, args.method_names)
     fmt = lambda x: "-" if x != x else f"{100 * x:.0f} %"  # noqa: E731
     harness.print_table(
-        f"Compute until the target, median over {args.repetitions} seed(s)",
-        ["method", "reached", "trial-epochs", "trial-s", "epochs vs no pruning",
-         "seconds vs no pruning", "≤ 50 %", "whole search: trial-epochs vs no pruning",
+        f"Compute until the target, median over {args.repetitions} seed(s), against no pruning",
+        ["method", "reached", "trial-epochs", "epoch-s", "trial-s", "≤ 50 %",
+         "per hit: trial-epochs", "whole search: trial-epochs", "trials reaching target",
          "best val acc"],
-        [[s["method"], f"{s['reached']}/{s['repetitions']}", s["median_epochs_to_target"],
-          s["median_seconds_to_target"], fmt(s["median_ratio_epochs"]),
-          fmt(s["median_ratio_seconds"]),
+        [[s["method"], f"{s['reached']}/{s['repetitions']}", fmt(s["median_ratio_epochs"]),
+          fmt(s["median_ratio_epoch_seconds"]), fmt(s["median_ratio_seconds"]),
           "-" if s["target_met"] is None else ("yes" if s["target_met"] else "no"),
-          fmt(s["median_ratio_total_epochs"]), s["median_best_val_acc"]]
-         for s in summ],
+          fmt(s["median_ratio_per_hit"]), fmt(s["median_ratio_total_epochs"]),
+          f"{s['hits']}/{s['trials']}", s["median_best_val_acc"]] for s in summ],
     )
-    harness.write_json(args.json, "search_efficiency", args, {"searches": rows, "summary": summ})
+    base = next((s for s in summ if s["method"] == BASE), None)
+    if base:
+        print(f"\nOracle (stops every trial of the unpruned searches that never reaches the "
+              f"target after {args.oracle_epoch} student epoch(s)): "
+              f"{fmt(base['median_oracle_ratio'])} of the unpruned trial-epochs to the target "
+              f"(median over seeds).")
+    harness.write_json(args.json, "search_efficiency", args,
+                       {"generator_version": VERSION, "searches": rows, "summary": summ})
 
 
 if __name__ == "__main__":

@@ -241,6 +241,9 @@ class TrainConfig(Section):
     output_dir: str = _f("runs/train")
     progress: bool = _f(True)
     eval_every: int = _f(1, lo=1, hi=1000)
+    # with a teacher store: keep the frozen teachers' student-stage outputs beside the stored
+    # teacher set, so runs that reuse it skip the teachers' forward passes
+    cache_teacher_outputs: bool = _f(True)
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -9,6 +9,7 @@ each even in ``--quick`` mode: marked slow.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,52 @@ def test_compute_until_unreached_target_counts_everything():
     assert out["best_val_acc"] == 0.5
 
 
+def test_hits_per_search_and_the_oracle_bound():
+    from search_efficiency import compute_until, oracle_epochs
+
+    trials = [_trial(1, [0.2, 0.3, 0.4, 0.5], 1.0),      # never reaches: the oracle stops it at 2
+              _trial(2, [0.3, 0.9, 0.95, 0.9], 1.0),     # reaches at its epoch 2
+              _trial(3, [0.2, 0.2, 0.85, 0.9], 1.0)]     # reaches at its epoch 3
+    out = compute_until(trials, target=0.8)
+    assert out["hits"] == 2
+    assert out["epochs_per_hit"] == pytest.approx(12 / 2)
+    assert out["epochs_to_target"] == 4 + 2
+    assert oracle_epochs(trials, target=0.8, epoch=2) == 2 + 2
+    assert math.isnan(oracle_epochs(trials[:1], target=0.8, epoch=2))  # no hit to reach
+
+
+def test_epoch_seconds_count_the_summary_report_as_a_median_epoch():
+    from search_efficiency import epoch_seconds
+
+    trial = _trial(1, [0.1, 0.2, 0.3, 0.4], 1.0)
+    for r, t in zip(trial["results"][1:], [1.0, 3.0, 2.0, 40.0]):
+        r["time_this_iter_s"] = t
+    assert epoch_seconds(trial) == [1.0, 3.0, 2.0, 2.0]
+    trial["results"][-1].pop("completed")  # stopped early: its last report is a plain epoch
+    assert epoch_seconds(trial) == [1.0, 3.0, 2.0, 40.0]
+
+
+def test_replay_prunes_curves_that_separate_early_and_keeps_every_hit():
+    import optuna
+    from search_efficiency import _asha_setting, _optuna_setting, replay
+
+    good = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]  # apart from the first epoch on, reaches the target
+    bad = [0.25] * 6
+    pool = [good] * 6 + [bad] * 6
+    settings = {
+        "none": lambda curves: [len(c) for c in curves],
+        "median": _optuna_setting(lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=1, n_warmup_steps=1)),
+        "asha": _asha_setting(1, 2),
+    }
+    rows = {r["setting"]: r for r in replay(pool, settings, target=1.0, trials=12, orders=20)}
+    assert rows["none"]["per_hit"] == 1.0 and rows["none"]["whole"] == 1.0
+    for name in ("median", "asha"):
+        assert rows[name]["reached"] == 20  # no order lost its hits
+        assert rows[name]["per_hit"] < 0.8 and rows[name]["whole"] < 0.8
+        assert rows[name]["best"] == 1.0
+
+
 def test_slope_is_the_least_squares_slope():
     from memory import slope
 
@@ -80,15 +127,18 @@ def test_slope_is_the_least_squares_slope():
     assert slope([1.0, 2.0, 3.0], [1.0, 0.0, 2.0]) == pytest.approx(0.5)
 
 
-def test_teacher_seconds_replaces_the_first_epoch_by_the_median():
-    from teacher_reuse import teacher_seconds
+def test_stage_seconds_leave_out_the_start_up_and_the_summary():
+    from teacher_reuse import stage_seconds
 
     results = [{"stage": "teacher", "time_this_iter_s": 9.0},  # start-up included
                {"stage": "teacher", "time_this_iter_s": 1.0},
                {"stage": "teacher", "time_this_iter_s": 3.0},
                {"stage": "teacher", "time_this_iter_s": 2.0},
-               {"stage": "student", "time_this_iter_s": 5.0}]
-    assert teacher_seconds(results) == pytest.approx(4 * 2.0)
+               {"stage": "student", "time_this_iter_s": 5.0},
+               {"stage": "student", "time_this_iter_s": 7.0},
+               {"stage": "student", "time_this_iter_s": 30.0}]  # the run's summary included
+    assert stage_seconds(results, "teacher") == pytest.approx(4 * 2.0)
+    assert stage_seconds(results, "student") == pytest.approx(3 * 6.0)
 
 
 # --- the scripts ----------------------------------------------------------------------------
@@ -133,22 +183,32 @@ def test_gaf_throughput_runs_on_a_few_signals(tmp_path):
 @pytest.mark.slow
 def test_search_efficiency_quick_runs_three_searches(tmp_path):
     out = run_script("search_efficiency", tmp_path, "--quick", timeout=600)
-    searches = {s["method"]: s for s in out["results"]["searches"]}
+    searches = {s["method"].split(" (")[0]: s for s in out["results"]["searches"]}
     assert set(searches) == {"no pruning", "Optuna median", "Tune ASHA"}
     assert searches["no pruning"]["total_epochs"] == 3 * 3  # nothing stopped early
     assert searches["no pruning"]["stopped_early"] == 0
     for s in searches.values():
         assert s["trials"] == 3
         assert s["total_epochs"] <= 9
+        assert len(s["curves"]) == 3 and sum(map(len, s["curves"])) == s["total_epochs"]
+        # the oracle stops only trials that never reach the target: never worse than the search
+        assert not s["oracle_epochs"] > s["epochs_to_target"]
 
 
 @pytest.mark.slow
 def test_teacher_reuse_quick_trains_teachers_once_with_the_store(tmp_path):
     out = run_script("teacher_reuse", tmp_path, "--quick", timeout=600)
-    store, no_store = out["results"]["searches"]
+    searches = {s["search"]: s for s in out["results"]["searches"]}
     assert out["results"]["same_configs"] == 2  # both trials are the sampler's random start-up
-    assert store["teacher_sets_trained"] == 1 and store["store_hits"] == 1
+    assert out["results"]["same_results"] == 2  # wherever teachers and outputs came from
+    no_store = searches["no store"]
     assert no_store["teacher_sets_trained"] == no_store["trials"] == 2
+    for name in ("store, teachers", "store + outputs"):
+        assert searches[name]["teacher_sets_trained"] == 1 and searches[name]["store_hits"] == 1
+    assert searches["store, teachers"]["output_hits"] == 0
+    # the quick space keeps one batch size: the second trial reads what the first computed
+    outputs = searches["store + outputs"]
+    assert outputs["output_hits"] == outputs["output_misses"] > 0
 
 
 @pytest.mark.slow

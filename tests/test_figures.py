@@ -73,7 +73,7 @@ def test_a_finished_run_gets_four_valid_pngs(finished_run, tmp_path) -> None:
 def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) -> None:
     from sakdn.train.data import build_data
     from sakdn.train.loop import RunContext
-    from sakdn.train.student_stage import StudentStage
+    from sakdn.train.student_stage import StudentStage, run_teachers
 
     workdir, config = finished_run
     student, _, _ = load_student(workdir / "models" / "student.pt")
@@ -94,8 +94,8 @@ def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) ->
         # the training step's GSDM loss, from the same batch
         with torch.no_grad():
             s_out = stage.model(batch["frames"], return_maps=True)
-            t_out = teachers(batch["sensors"], batch["mask"])
-            loss = stage.gsdm(batch["frames"], batch["sensors"], batch["mask"], s_out, t_out)
+            t_out = run_teachers(teachers, batch["sensors"], batch["mask"], ablated=True)
+            loss = stage.gsdm(batch["frames"], batch["mask"], s_out, t_out)
         shown = torch.stack([maps.distance[m][p] for m in range(len(maps.teachers))
                              for p in maps.distilled])  # (M·P, B), every sensor present
         assert batch["mask"].all()

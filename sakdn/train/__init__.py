@@ -21,7 +21,7 @@ from sakdn.train import checkpoint as ckpt
 from sakdn.train.data import DataBundle, build_data
 from sakdn.train.loop import Callback, EpochReport, RunContext, resolve_device
 from sakdn.data.dataset import ClipDataset, RecordingDataset
-from sakdn.train.student_stage import StudentStage, student_gflops
+from sakdn.train.student_stage import StudentStage, outputs_salt, student_gflops
 from sakdn.train.teacher_stage import TeacherStage, evaluate_teachers
 from sakdn.train.teacher_store import TeacherStore, teacher_key
 
@@ -83,7 +83,12 @@ def train(
     history: list[dict[str, Any]] = list(resume["history"]) if resume else []
 
     teachers, hit = _teacher_stage(config, bundle, ctx, callback, workdir, teacher_store, resume, history)
-    student_stage = _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history)
+    outputs = None  # the store's outputs of this teacher set (reused by every trial that hits it)
+    if teacher_store and hit is not None and config.train.cache_teacher_outputs:
+        key = teacher_key(config, bundle.data.manifest["key"])
+        outputs = TeacherStore(teacher_store).outputs(key, outputs_salt(ctx))
+    student_stage = _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
+                                   outputs)
 
     metrics = _summary(config, bundle, ctx, teachers, student_stage, history, final)
     metrics["time/seconds"] = time.time() - started
@@ -164,11 +169,12 @@ def _train_teachers(stage: TeacherStage, config, callback, workdir, resume, hist
         _save(workdir, _payload(config, "student", 0, history, stage.model.state_dict(), None, None))
 
 
-def _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history) -> StudentStage:
+def _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
+                   outputs=None) -> StudentStage:
     # The student's initial weights must not depend on how the teachers came about (trained
     # here, reused from the store, or resumed): seed its construction on its own.
     torch.manual_seed(derive_seed(config.train.seed, "student", "init"))
-    stage = StudentStage(config, bundle, ctx, teachers)
+    stage = StudentStage(config, bundle, ctx, teachers, outputs)
     start = 0
     if resume and resume["stage"] == "student" and resume["epoch"] > 0:
         stage.load_state(resume["student_stage"])
