@@ -43,7 +43,7 @@ MLFLOW_EXPERIMENT = "sakdn-smoke"  # search.experiment_name of that file
 TEACHER_EPOCHS, STUDENT_EPOCHS = 1, 2
 OUTAGE_S = 10.0  # the tracking server stays down this long (plus its restart, ~15 s)
 SPREAD_SAMPLES, RESUME_SAMPLES, NODE_SAMPLES = 4, 3, 3
-NODE_STUDENT_EPOCHS = 4  # the node-failure search: epochs long enough to kill a worker in one
+LONG_STUDENT_EPOCHS = 4  # node-failure and resume searches: time to kill mid-student-stage
 DIVERGING = {"distill.lambda_st": 1.0, "distill.temperature": 1.0e-300}
 
 _OK, _WHY = _netns_usable()
@@ -387,14 +387,26 @@ def test_a_killed_job_driver_resumes_to_exactly_num_samples_trials(
 ):
     name = "resumed"
     search_dir = storage / "searches" / name
-    last_step = TEACHER_EPOCHS + STUDENT_EPOCHS
-    command = search_command(storage, name, RESUME_SAMPLES)
+    last_step = TEACHER_EPOCHS + LONG_STUDENT_EPOCHS
+    command = search_command(
+        storage, name, RESUME_SAMPLES, f"student.epochs={LONG_STUDENT_EPOCHS}",
+        "student.width=64", "student.segments=8",  # ~1-3 s per student epoch
+    )
     first = Job(cluster, command, tmp_path / "first.log")
+    client = tracking(cluster)
     deadline = time.time() + 400
-    while "COMPLETE" not in study_states(storage, name):
+    # kill once one trial has completed and another is mid-student-stage (past a checkpoint,
+    # epochs still to go): both kinds of trial are then resumed
+    while True:
         assert first.running(), first.output[-4000:]
-        assert time.time() < deadline, "no trial completed in time:\n" + first.output[-4000:]
-        time.sleep(0.5)
+        assert time.time() < deadline, "no kill point in time:\n" + first.output[-4000:]
+        if "COMPLETE" in study_states(storage, name) and any(
+            TEACHER_EPOCHS + 1 <= (done or [0])[-1] < last_step - 1  # an epoch to spare
+            for done in (steps(client, r.info.run_id, "student/loss")
+                         for r in children(client, name) if r.info.status == "RUNNING")
+        ):
+            break
+        time.sleep(0.25)
     drivers = _driver_pids(cluster.head_ns, name)
     assert len(drivers) == 1, drivers
     os.kill(drivers[0], signal.SIGKILL)
@@ -409,7 +421,6 @@ def test_a_killed_job_driver_resumes_to_exactly_num_samples_trials(
     assert second.succeeded(), output[-6000:]
 
     assert study_states(storage, name) == ["COMPLETE"] * RESUME_SAMPLES
-    client = tracking(cluster)
     runs = children(client, name)
     assert sorted(int(r.data.tags["sakdn.optuna_trial"]) for r in runs) == list(
         range(RESUME_SAMPLES))  # one child run per trial: none twice, none missing
@@ -427,7 +438,7 @@ def test_a_killed_job_driver_resumes_to_exactly_num_samples_trials(
         run_id, number = run.info.run_id, int(run.data.tags["sakdn.optuna_trial"])
         # each epoch logged once, across the two drivers
         assert steps(client, run_id, "student/val_acc") == [
-            TEACHER_EPOCHS + e for e in range(1, STUDENT_EPOCHS + 1)]
+            TEACHER_EPOCHS + e for e in range(1, LONG_STUDENT_EPOCHS + 1)]
         logged = [m for key in ("teacher/loss", "student/loss")
                   for m in client.get_metric_history(run_id, key)]
         done = max((m.step for m in logged if m.timestamp < ended_at * 1000), default=0)
@@ -466,9 +477,9 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
 ):
     name = "nodefail"
     first_student_step = TEACHER_EPOCHS + 1
-    last_step = TEACHER_EPOCHS + NODE_STUDENT_EPOCHS
+    last_step = TEACHER_EPOCHS + LONG_STUDENT_EPOCHS
     job = Job(cluster, search_command(
-        storage, name, NODE_SAMPLES, f"student.epochs={NODE_STUDENT_EPOCHS}",
+        storage, name, NODE_SAMPLES, f"student.epochs={LONG_STUDENT_EPOCHS}",
         "student.width=64", "student.segments=8",  # ~1-3 s per student epoch
     ), tmp_path / "job.log")
     client = tracking(cluster)
@@ -520,7 +531,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
     assert {r["node_ip"] for r in before} == {killed_ip}
     assert {r["node_ip"] for r in after} == {survivor}
     assert after[0]["stage"] == "student" and after[0]["epoch"] > 1  # from a checkpoint
-    assert after[0]["training_iteration"] > 1 and after[-1]["epoch"] == NODE_STUDENT_EPOCHS
+    assert after[0]["training_iteration"] > 1 and after[-1]["epoch"] == LONG_STUDENT_EPOCHS
     # ... from the last one: right after the last epoch the killed attempt finished (its
     # metrics carry the time they were logged, sent later from the spool if need be)
     history = client.get_metric_history(victim.info.run_id, "student/loss")
