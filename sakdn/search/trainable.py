@@ -220,12 +220,16 @@ class _Reporter:
         return {k: self.last[k] for k in ("stage", "epoch", "step") if k in self.last}
 
     def summary_metrics(self, result) -> dict[str, Any]:
-        """The run's summary as ``summary/<key>``, plus ``<key>`` where no epoch metric has
-        that name (``student/gflops``): the names the final report and MLflow use."""
+        """The run's summary as ``summary/<key>``, plus ``<key>`` where no epoch of either
+        stage reported that name (``student/gflops``): the names the final report and MLflow
+        use. A per-epoch key (``teacher/val_acc``) keeps its epochs only; its summary value
+        logged under the same name would add a point at the last step to its curve."""
+        epoch_keys = set(self.last_metrics).union(
+            *(record["metrics"] for record in result.history))
         out: dict[str, Any] = {}
         for key, value in result.metrics.items():
             out[f"summary/{key}"] = value
-            if key not in self.last_metrics:
+            if key not in epoch_keys:
                 out[key] = value
         return out
 

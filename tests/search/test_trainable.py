@@ -87,6 +87,9 @@ def test_every_epoch_is_reported_on_one_monotone_step(base, tmp_path, monkeypatc
     final = results[-1]
     assert final["completed"] is True and "completed" not in results[-2]
     assert final["student/gflops"] > 0 and "summary/student/val_acc" in final
+    # a teacher-stage key is reported by teacher epochs only: its summary value goes under
+    # summary/ (logged under its own name at the last step, it would extend the curve)
+    assert "summary/teacher/val_acc" in final and "teacher/val_acc" not in final
     # every report came with the checkpoint written for it
     for kept, result in zip(fake.persisted, results):
         assert kept is not None and (kept / "checkpoint.pt").exists(), result["step"]
