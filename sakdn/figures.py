@@ -21,7 +21,8 @@ From a run's work directory (``models/student.pt``, ``models/teachers.pt``, the 
 Nothing here imports Ray or MLflow: :func:`log_trial_figures` hands the files to any
 tracker with ``log_artifact(path, artifact_path)`` (the trial's ``RunBuffer``). Figures are
 drawn on ``matplotlib.figure.Figure`` objects (no pyplot state), so trials and threads never
-share a figure.
+share a figure. The attention and GAF figures are composed in numpy as one image on one Axes
+(labels as text): every figure is drawn after every trial, and Axes are what cost.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from sakdn import losses
@@ -293,46 +296,34 @@ def attention_figure(
     class_names: Sequence[str], sensor_names: Sequence[str],
 ) -> Figure:
     """Per clip: a student row (frame, then each stage's map over the frame) and one row per
-    teacher (its GAF image, then each stage's map, labelled with D to the student's map)."""
-    b, m_count, p_count = len(frames), len(maps.teachers), len(STAGES)
-    rows = b * (1 + m_count)
-    height = 1.6 * rows + 0.4
-    fig = Figure(figsize=(1.55 * (1 + p_count), height))
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height,
-                        wspace=0.08, hspace=0.35)
-    axes = fig.subplots(rows, 1 + p_count, squeeze=False)
+    teacher (its GAF image, then each stage's map, labelled with D to the student's map).
+
+    The panels are composed into one image (one Axes): an Axes per panel made this figure
+    cost more than the other three together (54 Axes for 3 clips and 2 teachers).
+    """
+    m_count, p_count = len(maps.teachers), len(STAGES)
     labels = batch["label"].tolist()
+    cells: list[list[np.ndarray | None]] = []
+    texts: list[list[str]] = []
     for i, frame in enumerate(frames):
-        top = i * (1 + m_count)
-        h, w = frame.shape[:2]
-        ax = axes[top, 0]
-        ax.imshow(frame)
-        ax.set_title(f"{class_names[labels[i]]}\nstudent  w={float(maps.student_w[i]):+.3f}",
-                     fontsize=7)
-        for p in range(p_count):
-            ax = axes[top, 1 + p]
-            ax.imshow(frame.mean(axis=2), cmap="gray")
-            ax.imshow(maps.student[p][i].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
-                      extent=(0, w, h, 0), interpolation="bilinear")
-            mark = " · GSDM" if p in maps.distilled else ""
-            ax.set_title(f"{STAGES[p]}{mark}", fontsize=7)
+        cells.append([_panel(_unit(frame))]
+                     + [_overlay(frame, maps.student[p][i].cpu().numpy())
+                        for p in range(p_count)])
+        texts.append([f"{class_names[labels[i]]}\nstudent  w={float(maps.student_w[i]):+.3f}"]
+                     + [f"{STAGES[p]}{' · GSDM' if p in maps.distilled else ''}"
+                        for p in range(p_count)])
         for m in range(m_count):
-            row = top + 1 + m
-            ax = axes[row, 0]
             present = bool(batch["mask"][i, m])
-            ax.imshow(_rgb(batch["sensors"][i, m]))
             state = f"w={float(maps.teacher_w[m, i]):+.3f}" if present else "missing"
-            ax.set_title(f"teacher {sensor_names[m]}  {state}", fontsize=7)
-            for p in range(p_count):
-                ax = axes[row, 1 + p]
-                ax.imshow(maps.teachers[m][p][i].cpu().numpy(), cmap="jet", vmin=0, vmax=1,
-                          interpolation="nearest")
-                ax.set_title(f"D={float(maps.distance[m][p][i]):.3f}", fontsize=7)
-    for ax in axes.flat:
-        _off(ax)
-    fig.suptitle("GSDM attention maps (student over the frame; teachers on their GAF input)",
-                 fontsize=9, y=1 - 0.1 / height, va="top")
-    return fig
+            cells.append([_panel(_rgb(batch["sensors"][i, m]))]
+                         + [_panel(_JET(maps.teachers[m][p][i].cpu().numpy()), smooth=False)
+                            for p in range(p_count)])
+            texts.append([f"teacher {sensor_names[m]}\n{state}"]
+                         + [f"D={float(maps.distance[m][p][i]):.3f}" for p in range(p_count)])
+    clip_ends = [(1 + m_count) * (i + 1) - 1 for i in range(len(frames) - 1)]
+    return _sheet(cells, texts,
+                  "GSDM attention maps (student over the frame; teachers on their GAF input)",
+                  breaks=clip_ends)
 
 
 def _rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -346,23 +337,110 @@ def gaf_figure(
     sensor_names: Sequence[str], method: str,
 ) -> Figure:
     """One row per example recording, one column per sensor: its GAF image as RGB."""
-    m_count = len(sensor_names)
-    height = 2.1 * len(items) + 0.4
-    fig = Figure(figsize=(2.0 * m_count + 0.4, height))
-    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.02, top=1 - 0.5 / height,
-                        wspace=0.08, hspace=0.25)
-    axes = fig.subplots(len(items), m_count, squeeze=False)
-    for r, item in enumerate(items):
-        for m in range(m_count):
-            ax = axes[r, m]
-            if bool(item["mask"][m]):
-                ax.imshow(_rgb(item["sensors"][m]), interpolation="nearest")
-                ax.set_title(f"{class_names[int(item['label'])]} · {sensor_names[m]}", fontsize=8)
-            else:
-                ax.text(0.5, 0.5, "missing", ha="center", va="center")
-                ax.set_title(sensor_names[m], fontsize=8)
-            _off(ax)
-    fig.suptitle(f"{method.upper()} images (x, y, z → R, G, B)", fontsize=9)
+    cells: list[list[np.ndarray | None]] = []
+    texts: list[list[str]] = []
+    for item in items:
+        name = class_names[int(item["label"])]
+        present = [bool(item["mask"][m]) for m in range(len(sensor_names))]
+        cells.append([_panel(_rgb(item["sensors"][m]), GAF_PANEL, smooth=False) if ok else None
+                      for m, ok in enumerate(present)])
+        texts.append([f"{name} · {sensor}" if ok else sensor
+                      for sensor, ok in zip(sensor_names, present)])
+    return _sheet(cells, texts, f"{method.upper()} images (x, y, z → R, G, B)",
+                  panel=GAF_PANEL, band=16, gap=28, fontsize=8)
+
+
+# --- panels composed in numpy: one image, one Axes, one imshow --------------------------------
+
+PANEL, GAF_PANEL = 96, 136  # pixels per panel side (at DPI)
+GAP, BREAK, BAND, TITLE = 16, 14, 24, 26  # pixels: between panels, extra between groups,
+                                          # label band above each row, title band
+_JET = colormaps["jet"]
+
+
+def _unit(frame: np.ndarray) -> np.ndarray:
+    """A video frame as (H, W, 3) float32 in [0, 1] (uint8 frames scaled by 1/255)."""
+    x = np.asarray(frame)
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _fitted(shape: Sequence[int], size: int) -> tuple[int, int]:
+    """(h, w) of an image of ``shape`` scaled to fit a ``size`` square, aspect kept."""
+    h, w = shape[:2]
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _resize(image: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+    """(h, w) or (h, w, C) → ``size``: bilinear (antialiased when shrinking) or nearest."""
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    nchw = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    if tuple(nchw.shape[-2:]) != size:
+        nchw = (F.interpolate(nchw, size=size, mode="bilinear", align_corners=False,
+                              antialias=True) if smooth
+                else F.interpolate(nchw, size=size, mode="nearest-exact"))
+    return (nchw[0, 0] if x.ndim == 2 else nchw[0].permute(1, 2, 0)).numpy()
+
+
+def _panel(image: np.ndarray, size: int = PANEL, smooth: bool | None = None) -> np.ndarray:
+    """(h, w, 3) in [0, 1] scaled into a white ``size`` square, aspect kept; ``smooth`` None
+    means bilinear when shrinking and nearest when enlarging (pixels stay visible)."""
+    h, w = _fitted(image.shape, size)
+    if smooth is None:
+        smooth = h < image.shape[0]
+    out = np.ones((size, size, 3), np.float32)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = np.clip(_resize(image[..., :3], (h, w), smooth), 0, 1)
+    return out
+
+
+def _overlay(frame: np.ndarray, amap: np.ndarray, size: int = PANEL) -> np.ndarray:
+    """A student map over the frame: the frame in gray (min-max scaled), the map resized
+    bilinearly to the frame as shown, jet colours (0 → 1) at alpha 0.5."""
+    gray = _unit(frame).mean(axis=2)
+    span = float(gray.max() - gray.min())
+    gray = (gray - gray.min()) / span if span > 0 else np.zeros_like(gray)
+    shown = _fitted(frame.shape, size)
+    gray = _resize(gray, shown, smooth=shown[0] < frame.shape[0])
+    heat = _JET(np.clip(_resize(amap, shown, smooth=True), 0.0, 1.0))[..., :3]
+    return _panel(0.5 * gray[..., None] + 0.5 * heat, size)
+
+
+def _sheet(
+    cells: Sequence[Sequence[np.ndarray | None]], labels: Sequence[Sequence[str]], title: str,
+    breaks: Sequence[int] = (), panel: int = PANEL, band: int = BAND, gap: int = GAP,
+    fontsize: int = 7,
+) -> Figure:
+    """A grid of ``panel``-sized RGB cells as one image on one Axes (axis off), each cell's
+    label above it, ``title`` on top; a missing cell (None) is drawn blank with "missing".
+    ``breaks``: rows after which a wider gap separates groups of rows. The figure's pixels
+    are the image's (figsize = pixels / DPI), so nothing is resampled when saved."""
+    rows, cols = len(cells), max(len(r) for r in cells)
+    tops, y = [], TITLE
+    for r in range(rows):
+        tops.append(y + band)
+        y += band + panel + (gap + BREAK if r in breaks else gap)
+    height, width = y, cols * (panel + gap) + gap
+    lefts = [gap + c * (panel + gap) for c in range(cols)]
+    image = np.full((height, width, 3), 255, np.uint8)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            top, left = tops[r], lefts[c]
+            image[top - 1 : top + panel + 1, left - 1 : left + panel + 1] = 64  # thin frame
+            image[top : top + panel, left : left + panel] = (
+                255 if cell is None else np.rint(cell * 255).astype(np.uint8))
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+    for r, row in enumerate(labels):
+        for c, text in enumerate(row):
+            ax.text(lefts[c] + panel / 2, tops[r] - 3, text, ha="center", va="bottom",
+                    fontsize=fontsize)
+            if cells[r][c] is None:
+                ax.text(lefts[c] + panel / 2, tops[r] + panel / 2, "missing", ha="center",
+                        va="center", fontsize=fontsize + 2)
+    ax.text(width / 2, 6, title, ha="center", va="top", fontsize=9)
     return fig
 
 

@@ -16,9 +16,13 @@ import torch
 from sakdn.config import ExperimentConfig
 from sakdn.figures import (
     FIGURES,
+    STAGES,
+    AttentionMaps,
     attention,
+    attention_figure,
     confusion,
     confusion_figure,
+    gaf_figure,
     learning_curves_figure,
     log_trial_figures,
     pick_clips,
@@ -109,6 +113,73 @@ def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) ->
                     np.testing.assert_allclose(maps.student[p][i].numpy(), (a - a.min()) / span,
                                                rtol=1e-5, atol=1e-6)
             assert any(float(m.max()) > 0 for m in maps.student)  # not trivially all zero
+
+
+def fake_attention(clips: int, teachers: int) -> tuple[AttentionMaps, list, dict]:
+    """Maps, frames and batch as ``write_trial_figures`` passes them; teacher 1 of clip 0
+    missing, student maps of stage 1 all zero over a uniform gray frame."""
+    g = torch.Generator().manual_seed(0)
+    sizes = (16, 8, 4, 2, 1)
+    student = [torch.rand(clips, s, s, generator=g) for s in sizes]
+    student[0].zero_()
+    maps = AttentionMaps(
+        student=student,
+        teachers=[[torch.rand(clips, s, s, generator=g) for s in sizes] for _ in range(teachers)],
+        distance=[[torch.full((clips,), 0.125 * (m + 1)) for _ in sizes] for m in range(teachers)],
+        student_w=torch.linspace(-1, 1, clips), teacher_w=torch.ones(teachers, clips),
+        distilled=(1, 2),
+    )
+    frames = [np.full((32, 32, 3), 100, np.uint8) for _ in range(clips)]
+    mask = torch.ones(clips, teachers, dtype=torch.bool)
+    if teachers > 1:
+        mask[0, 1] = False
+    batch = {"label": torch.arange(clips) % 2, "mask": mask,
+             "sensors": torch.rand(clips, teachers, 3, 16, 16, generator=g)}
+    return maps, frames, batch
+
+
+def test_the_attention_figure_is_one_image_with_a_panel_per_clip_teacher_and_stage(
+    tmp_path,
+) -> None:
+    from matplotlib import colormaps
+
+    sizes = {}
+    for clips, teachers in ((1, 1), (2, 1), (2, 3)):
+        maps, frames, batch = fake_attention(clips, teachers)
+        sensors = [f"s{m}" for m in range(teachers)]
+        fig = attention_figure(maps, frames, batch, ["left", "right"], sensors)
+        assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1  # not an Axes per panel
+        image = fig.axes[0].images[0].get_array()
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        rows = clips * (1 + teachers)
+        assert len(texts) == rows * (1 + len(STAGES)) + 1  # a label per panel, the title
+        assert texts.count("conv2 · GSDM") == clips and texts.count("conv1") == clips
+        assert "left\nstudent  w=-1.000" in texts
+        assert texts.count(f"D={0.125 * teachers:.3f}") == clips * len(STAGES)
+        if teachers > 1:
+            assert "teacher s1\nmissing" in texts and "teacher s1\nw=+1.000" in texts
+        path = tmp_path / f"attention_{clips}_{teachers}.png"
+        fig.savefig(path, dpi=fig.dpi)
+        sizes[clips, teachers] = png_size(path)
+        assert sizes[clips, teachers] == (image.shape[1], image.shape[0])  # saved 1:1
+    assert sizes[1, 1][0] == sizes[2, 1][0] == sizes[2, 3][0]  # 1 + 5 columns each
+    assert sizes[1, 1][1] < sizes[2, 1][1] < sizes[2, 3][1]  # a row block per clip, teacher
+    # stage 1 of the first clip: a zero map at alpha 0.5 over the (constant, so black) frame
+    maps, frames, batch = fake_attention(1, 1)
+    image = attention_figure(maps, frames, batch, ["a"], ["s"]).axes[0].images[0].get_array()
+    zero = np.rint(0.5 * np.asarray(colormaps["jet"](0.0)[:3]) * 255)
+    colours, counts = np.unique(np.asarray(image).reshape(-1, 3), axis=0, return_counts=True)
+    assert any((c == zero).all() and n >= 90 * 90 for c, n in zip(colours, counts))
+
+
+def test_the_gaf_figure_shows_each_sensor_and_marks_missing_ones() -> None:
+    items = [{"label": torch.tensor(k), "mask": torch.tensor([True, k == 0]),
+              "sensors": torch.rand(2, 3, 16, 16)} for k in range(3)]
+    fig = gaf_figure(items, ["a", "b", "c"], ["acc", "gyro"], "gasf")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(fig.axes) == 1
+    assert texts.count("missing") == 2 and "a · gyro" in texts and "c · acc" in texts
+    assert texts[-1] == "GASF images (x, y, z → R, G, B)"
 
 
 def test_pick_clips_takes_one_clip_per_class_first() -> None:
