@@ -23,7 +23,7 @@ sensors carry the action clearly while the video is ambiguous, and differently s
 Version 3 (the small hand, per-subject camera distance and sleeve colour, stronger pixel noise,
 16 subjects by default) replaced version 2, whose video a from-scratch student classified as
 well as the teachers did. Measured with ``experiments/synthetic.yaml`` (cross-subject, 5
-training and 3 validation subjects, 5 seeds): fused teachers 0.98–0.99 validation accuracy,
+training and 3 validation subjects, 5 seeds): fused teachers 0.97–0.99 validation accuracy,
 the CE-only student 0.46–0.57 (chance 0.125); docs/benchmarks.md, "Ablation".
 """
 
