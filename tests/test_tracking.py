@@ -126,6 +126,44 @@ def test_a_refused_record_is_dropped_and_the_rest_goes_through() -> None:
     assert client.params == {} and [(v, s) for _, v, s, _ in client.metrics] == [(2.0, 1)]
 
 
+def test_with_send_every_s_records_wait_and_go_out_in_one_batch(tmp_path: Path) -> None:
+    client, clock = FakeClient(), Clock()
+    spool = tmp_path / "spool.json"
+    buf = _buffer(client, clock, spool=spool, send_every_s=5.0)
+    buf.log_params({"student.lr": 0.01})  # the first record goes at once
+    assert len(client.attempts) == 1 and buf.pending == 0
+    for step in range(1, 5):  # epochs at t = 1..4: queued and spooled, not sent
+        clock.now = float(step)
+        buf.log_metrics({"student/loss": 1.0 / step, "student/val_acc": step / 10}, step=step)
+    assert len(client.attempts) == 1 and buf.pending == 4
+    assert len(json.loads(spool.read_text())["ops"]) == 4
+    clock.now = 5.0  # 5 s after the last send: this epoch sends all five in one call
+    buf.log_metrics({"student/loss": 0.2, "student/val_acc": 0.5}, step=5)
+    assert len(client.attempts) == 2 and buf.pending == 0
+    assert [(k, s) for k, _, s, _ in client.metrics] == [
+        (k, s) for s in range(1, 6) for k in ("student/loss", "student/val_acc")]
+    buf.log_metrics({"student/loss": 0.1}, step=6)
+    assert buf.pending == 1 and buf.flush() and buf.pending == 0  # flush always sends
+    assert json.loads(spool.read_text())["ops"] == []
+
+
+def test_a_refused_batch_drops_only_the_refused_record() -> None:
+    class Refusing(FakeClient):
+        def log_batch(self, run_id, metrics=(), params=(), tags=()):
+            if any(m.key == "bad" for m in metrics):
+                raise MlflowException("bad metric", error_code=INVALID_PARAMETER_VALUE)
+            super().log_batch(run_id, metrics, params, tags)
+
+    client, clock = Refusing(), Clock()
+    buf = _buffer(client, clock, send_every_s=60.0)
+    buf.log_params({"x": 1})
+    buf.log_metrics({"good": 1.0}, step=1)
+    buf.log_metrics({"bad": 2.0}, step=2)
+    buf.log_metrics({"good": 3.0}, step=3)
+    assert buf.flush() and buf.pending == 0
+    assert [(k, v, s) for k, v, s, _ in client.metrics] == [("good", 1.0, 1), ("good", 3.0, 3)]
+
+
 def test_the_run_is_resolved_lazily_and_once(tmp_path: Path) -> None:
     client, clock = FakeClient(), Clock()
     calls = []

@@ -152,4 +152,7 @@ def test_the_optuna_pruner_stops_trials_inside_tune(smoke_overrides, search_env)
         assert child.info.status == "KILLED" and child.data.tags["sakdn.state"] == "PRUNED"
         assert not [k for k in child.data.metrics if k.startswith("summary/")]
         assert not client.list_artifacts(child.info.run_id, "models")
+        # the epochs' metrics reached MLflow although Tune stopped the trial in tune.report
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "student/loss")]
+        assert steps == [2] and client.get_metric_history(child.info.run_id, "teacher/loss")
 

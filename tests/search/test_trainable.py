@@ -202,3 +202,35 @@ def test_trials_that_must_build_the_cache_take_turns(base, tmp_path) -> None:
     assert built.data.path.name == alone.data.path.name  # the same content key
     for name in ("gaf", "frames", "sensor_mask", "frame_offsets"):
         assert np.array_equal(getattr(built.data, name), getattr(alone.data, name)), name
+
+
+def test_a_trial_stopped_by_tune_sends_its_waiting_records(tmp_path, monkeypatch) -> None:
+    """MLflow records wait for a later send (``send_every_s``); Tune stopping the trial in
+    ``tune.report`` (``SystemExit``) must not leave them for the end of the search."""
+    from ray import tune
+
+    class Tracker:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def log_metrics(self, metrics, step) -> None:
+            self.calls.append(f"log {step}")
+
+        def flush(self, wait_s: float = 0.0) -> bool:
+            self.calls.append("flush")
+            return True
+
+    def stop(metrics, checkpoint=None) -> None:
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "report", stop)
+    tracker = Tracker()
+    reporter = tb._Reporter(tracker, _setup({}, tmp_path))
+
+    class Report:
+        stage, epoch, step, metrics = "student", 1, 3, {"a": 1.0}
+        checkpoint_dir, done = None, False
+
+    with pytest.raises(SystemExit):
+        reporter(Report())
+    assert tracker.calls == ["log 3", "flush"]
