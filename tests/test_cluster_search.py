@@ -381,6 +381,20 @@ def records_by_trial(search_dir: Path) -> dict[int, list[dict]]:
     return out
 
 
+def live_trial(search_dir: Path, low: int, high: int) -> tuple[int, dict] | None:
+    """A running trial whose latest report (Tune's ``result.json``, written as the trial reports
+    with its checkpoint) is at a step in [low, high): (Optuna number, that record). MLflow is
+    no use for this: a trial's records reach it in batches, every 5 s."""
+    try:
+        records = records_by_trial(search_dir)
+    except (OSError, ValueError):  # a line being written, a ticket not yet there
+        return None
+    for number, rows in records.items():
+        if rows and not rows[-1].get("completed") and low <= rows[-1]["step"] < high:
+            return number, rows[-1]
+    return None
+
+
 @pytest.mark.timeout(1200)
 def test_a_killed_job_driver_resumes_to_exactly_num_samples_trials(
     cluster: Cluster, storage: Path, tmp_path: Path
@@ -400,10 +414,8 @@ def test_a_killed_job_driver_resumes_to_exactly_num_samples_trials(
     while True:
         assert first.running(), first.output[-4000:]
         assert time.time() < deadline, "no kill point in time:\n" + first.output[-4000:]
-        if "COMPLETE" in study_states(storage, name) and any(
-            TEACHER_EPOCHS + 1 <= (done or [0])[-1] < last_step - 1  # an epoch to spare
-            for done in (steps(client, r.info.run_id, "student/loss")
-                         for r in children(client, name) if r.info.status == "RUNNING")
+        if "COMPLETE" in study_states(storage, name) and live_trial(
+            search_dir, TEACHER_EPOCHS + 1, last_step - 1  # an epoch to spare
         ):
             break
         time.sleep(0.25)
@@ -483,21 +495,16 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
         "student.width=64", "student.segments=8",  # ~1-3 s per student epoch
     ), tmp_path / "job.log")
     client = tracking(cluster)
-    victim = None
+    live = None
     deadline = time.time() + 400
-    while victim is None:  # a trial with a student checkpoint and epochs still to go
+    while live is None:  # a trial with a student checkpoint and epochs still to go
         assert job.running(), job.output[-4000:]
         assert time.time() < deadline, "no trial caught mid-training:\n" + job.output[-4000:]
-        for run in children(client, name):
-            if run.info.status != "RUNNING":
-                continue
-            done = steps(client, run.info.run_id, "student/loss")
-            if done and first_student_step + 1 <= done[-1] < last_step:
-                victim = run
-                break
-        else:
+        live = live_trial(storage / "searches" / name, first_student_step + 1, last_step)
+        if live is None:
             time.sleep(0.25)
-    killed_ip = victim.data.tags["sakdn.node_ip"]
+    number, record = live
+    killed_ip = record["node_ip"]
     worker = cluster.worker_ips.index(killed_ip) + 1
     out = subprocess.run(
         [str(SCRIPTS / "kill-node.sh"), "--state", str(cluster.state), "--worker", str(worker)],
@@ -518,6 +525,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
                for r in runs)
 
     # the victim's second attempt ran on the survivor and began past its first student epoch
+    victim = next(r for r in runs if int(r.data.tags["sakdn.optuna_trial"]) == number)
     moved = client.get_run(victim.info.run_id)
     assert moved.data.tags["sakdn.node_ips"] == f"{killed_ip},{survivor}"
     assert moved.data.tags["sakdn.node_ip"] == survivor
