@@ -10,20 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from sakdn.config import ExperimentConfig
 from sakdn.train import train
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    """3 classes × 4 subjects × 2 repetitions of 1 s, 32-px frames."""
-    from sakdn.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("seed-data") / "tiny"
-    return write_synthetic(root, classes=3, subjects=4, repetitions=2, frame_size=32, duration=1.0)
 
 
 def _config(root: Path, cache: Path) -> ExperimentConfig:

@@ -17,15 +17,6 @@ from sakdn.train.student_stage import StudentStage
 from sakdn.train.teacher_stage import build_teachers
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    """3 classes × 4 subjects × 2 repetitions of 1 s, 32-px frames."""
-    from sakdn.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("train-data") / "tiny"
-    return write_synthetic(root, classes=3, subjects=4, repetitions=2, frame_size=32, duration=1.0)
-
-
 def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
     base = {
         "data.root": str(root),
