@@ -24,7 +24,9 @@ Version 3 (the small hand, per-subject camera distance and sleeve colour, strong
 16 subjects by default) replaced version 2, whose video a from-scratch student classified as
 well as the teachers did. Measured with ``experiments/synthetic.yaml`` (cross-subject, 5
 training and 3 validation subjects, 5 seeds): fused teachers 0.97–0.99 validation accuracy,
-the CE-only student 0.46–0.57 (chance 0.125); docs/benchmarks.md, "Ablation".
+the CE-only student 0.46–0.57 (chance 0.125); docs/benchmarks.md, "Ablation". Version 4 keeps
+every recording of version 3 and replaces the sparse class vectors by dense, word-vector-like
+ones (:func:`class_vectors`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from sakdn.data.video import write_video
 from sakdn.errors import ConfigError, DatasetError
 
 GRAVITY = 9.80665  # m/s², one g
-VERSION = 3  # bump when the generator's output changes for the same parameters
+VERSION = 4  # bump when the generator's output changes for the same parameters
 OMIT = ("a2_s3_t4",)  # dropped like UTD-MHAD's corrupt recordings (when inside the grid)
 
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: sakdn synthetic generator"
@@ -359,8 +361,8 @@ def _render(m: Motion, subject: _Subject, take: _Take, scene: np.ndarray, size: 
 # ------------------------------------------------------------------------------- class vectors
 
 
-def class_vectors(motions: tuple[Motion, ...]) -> np.ndarray:
-    """(classes, 16) float32 embedding built from each class's motion attributes.
+def class_attributes(motions: tuple[Motion, ...]) -> np.ndarray:
+    """(classes, 16) float64 description of each class's motion, sparse by construction.
 
     Coarse attributes weigh most, as in a description of the gesture: shape one-hot (4) ·
     plane one-hot (frontal, horizontal, sagittal) (3) · 0.5 × signed motion axis (travel
@@ -382,7 +384,35 @@ def class_vectors(motions: tuple[Motion, ...]) -> np.ndarray:
             shape, plane, 0.5 * axis, [m.size / 0.2, math.log(m.cycles, 6)],
             0.25 * np.asarray(m.twist) / 0.7, [0.25 * m.twist_cycles / 3.0],
         ]))
-    return np.asarray(rows, dtype=np.float32)
+    return np.asarray(rows, dtype=np.float64)
+
+
+_VECTOR_SEED = 2021  # fixed: the class vectors never depend on the dataset's seed
+_VECTOR_NOISE = 0.15  # per-class idiosyncratic part, relative to the attribute part
+_VECTOR_RMS = 1.75  # per coordinate: norms ≈ 7, inside GloVe class vectors' 5–24
+
+
+def class_vectors(motions: tuple[Motion, ...]) -> np.ndarray:
+    """(classes, 16) float32 class embedding that behaves like word vectors.
+
+    e_k = s · (Q a_k + 0.15 · n_k): the attribute description a_k (:func:`class_attributes`)
+    turned by a fixed random rotation Q, plus a fixed random per-class part n_k, scaled so that
+    each coordinate has RMS 1.75 over the classes. The rotation keeps the attributes'
+    distances (look-alike classes stay each other's nearest) while every coordinate becomes
+    dense: the sparse attribute vectors (70 of 128 entries exactly 0 for 8 classes) saturated
+    the reference ablation weights, which divide by single coordinates (method doc §6.3, P9).
+    The scale is that of GloVe class vectors (sums of word vectors): with norm-1.8 vectors the
+    teachers' semantic regression lost to cross-entropy (fc2 features further from the class
+    vectors than zero is, R² < 0), because targets that close together leave no logit margin;
+    at this scale teachers reach R² ≈ 0.75 at full accuracy (docs/results.md).
+    """
+    a = class_attributes(motions)
+    rng = np.random.default_rng(_VECTOR_SEED)
+    q, _ = np.linalg.qr(rng.normal(size=(a.shape[1], a.shape[1])))
+    rotated = a @ q.T
+    noise = rng.normal(size=(len(MOTIONS), a.shape[1]))[: len(motions)]
+    e = rotated + _VECTOR_NOISE * np.sqrt((rotated**2).mean()) * noise
+    return (e * _VECTOR_RMS / np.sqrt((e**2).mean())).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------------- writing
@@ -412,8 +442,9 @@ def _readme(params: dict[str, Any], motions: tuple[Motion, ...], omitted: list[s
         "      deg/s, both in the wrist sensor's own moving frame, sampled at imu_rate Hz.",
         "  RGB/a{A}_s{S}_t{T}_color.avi          MJPEG, frame_size x frame_size RGB at fps.",
         "  classes.txt                           class names, line A = action A, label A-1.",
-        "  class_vectors.npy                     float32 (classes x 16), row k = class k,",
-        "      built from the motion attributes below (sakdn.data.synthetic.class_vectors).",
+        "  class_vectors.npy                     float32 (classes x 16), row k = class k:",
+        "      dense, word-vector-like embeddings of the motion attributes below",
+        "      (sakdn.data.synthetic.class_vectors).",
         "  generator.json                        the parameters that wrote this folder.",
         "",
         "Timing",

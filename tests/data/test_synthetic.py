@@ -106,6 +106,26 @@ def test_related_classes_have_closer_vectors():
         assert dist[i].argmin() == j and dist[j].argmin() == i
 
 
+@pytest.mark.parametrize("classes", [8, len(MOTIONS)])
+def test_class_vectors_are_dense_like_word_vectors(classes):
+    """No coordinate near 0 (the reference ablation weights divide by single coordinates),
+    the attributes' distances kept up to scale, and norms like GloVe class vectors (5-24)."""
+    from sakdn.data.synthetic import class_attributes
+
+    raw = class_vectors(MOTIONS[:classes])
+    assert raw.shape == (classes, 16) and raw.dtype == np.float32
+    vectors = raw.astype(np.float64)
+    assert (np.abs(vectors) > 1e-3).all()  # dense: the attribute vectors are 55 % zeros
+    assert (class_attributes(MOTIONS[:classes]) == 0).mean() > 0.5
+    assert np.sqrt((vectors**2).mean()) == pytest.approx(1.75, rel=1e-5)
+    norms = np.linalg.norm(vectors, axis=1)
+    assert 5 < norms.min() and norms.max() < 10
+    a = class_attributes(MOTIONS[:classes])
+    da = np.linalg.norm(a[:, None] - a[None], axis=-1)[np.triu_indices(classes, 1)]
+    dv = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)[np.triu_indices(classes, 1)]
+    assert np.corrcoef(da, dv)[0, 1] > 0.9  # rotation + a small per-class part
+
+
 def test_bad_parameters(tmp_path):
     with pytest.raises(ConfigError, match="synthetic.classes"):
         write_synthetic(tmp_path / "x", classes=1)
