@@ -86,6 +86,10 @@ def _load(args) -> "ExperimentConfig":  # noqa: F821
     return load_config(args.config, overrides=parse_overrides(args.set))
 
 
+# what `sakdn train` prints per epoch: losses, accuracies, and whether SAKDN's parts act
+EPOCH_LINE_KEYS = ("loss", "val_acc", "train_acc", "semantic_r2", "gsdm_active", "gsdm_grad_ratio")
+
+
 def cmd_train(args) -> int:
     if args.from_best:
         from sakdn.search.final import train_from_best
@@ -98,7 +102,7 @@ def cmd_train(args) -> int:
     config = _load(args)
 
     def show(report: EpochReport) -> None:
-        keys = [k for k in report.metrics if k.endswith(("loss", "val_acc", "train_acc"))]
+        keys = [k for k in report.metrics if k.endswith(EPOCH_LINE_KEYS)]
         text = "  ".join(f"{k.split('/')[-1]}={report.metrics[k]:.4f}" for k in keys)
         print(f"[{report.stage} {report.epoch:3d}] {text}", flush=True)
 

@@ -219,8 +219,12 @@ class DistillConfig(Section):
     lambda_gsdm: float = _f(1.0, lo=0.0, hi=1000.0)
     lambda_sp_gram: float = _f(0.0, lo=0.0, hi=10000.0)
     gsdm_pairs: str = _f("all", check=_check_subset(("1", "2", "3", "4", "5"), allow_empty=True))
-    ablation_weight: str = _f("graph", choices=("plain", "graph", "prob_drop", "none"))
-    ablation_relu: bool = _f(False)
+    # ablation_cam: graph-guided channel ablation (spatial maps); plain / graph: the reference
+    # scripts' scalar weights (one per sample); docs/method.md, "GSDM weighting"
+    ablation_weight: str = _f(
+        "ablation_cam", choices=("ablation_cam", "plain", "graph", "prob_drop", "none")
+    )
+    ablation_relu: bool = _f(True)  # φ = ReLU on weight terms: only evidence for the class counts
     graph_sigma2: float = _f(1.0, lo=0.0, lo_open=True, hi=1000.0)
     map_norm: str = _f("minmax", choices=("minmax", "l2"))  # per sample, never batch-global
     map_resize: str = _f("bilinear", choices=("bilinear", "adaptive_avg"))

@@ -9,10 +9,11 @@ From a run's work directory (``models/student.pt``, ``models/teachers.pt``, the 
 - ``gsdm_attention.png``: the paper's visual explanation. For a few validation clips, the
   student's map of every stage over the clip's middle frame, next to each teacher's map of
   the same stage and that sensor's GAF image. The maps are exactly those the GSDM loss
-  compares (``sakdn.losses.gsdm_maps``): M = n(max(0, w · Σ_c A_c)) with the ablation
-  weight w of ``distill.ablation_weight``, teacher maps resized to the student's size, n the
-  per-sample ``distill.map_norm``; each teacher map is labelled with its distance D to the
-  student map (``sakdn.losses.map_distance``);
+  compares, computed by the training's functions (``sakdn.train.attention``,
+  ``sakdn.losses.gsdm_maps``): M = n(max(0, Σ_c w_c A_c)) with the weights of
+  ``distill.ablation_weight``, teacher maps resized to the student's size, n the per-sample
+  ``distill.map_norm``; each teacher map is labelled with its distance D to the student map
+  (``sakdn.losses.map_distance``); stages with 1×1 maps are marked, not drawn;
 - ``gaf_images.png``: one recording per class, every sensor's Gramian-angular-field image
   shown as an RGB image (x, y, z axes → R, G, B);
 - ``learning_curves.png``: loss terms and train / validation accuracy per epoch of both
@@ -125,10 +126,10 @@ def write_trial_figures(
     if len(clip_set):
         s_logits, s_labels = predict_student(student, clip_set, cfg, ctx)
         recordings = RecordingDataset(bundle.data, split)
-        t_logits, t_labels, t_mask = predict_teachers(teachers, recordings, cfg, ctx)
+        pred = predict_teachers(teachers, recordings, cfg, ctx)
         fig = confusion_figure(
             [confusion(s_logits, s_labels, len(names)),
-             confusion(fused_logits(t_logits, t_mask), t_labels, len(names))],
+             confusion(fused_logits(pred.logits, pred.mask), pred.labels, len(names))],
             ["student (video)", "teachers (sensors, fused)"], names, split_name,
         )
         paths.append(_save(fig, out / CONFUSION))
@@ -196,55 +197,49 @@ def middle_frame(data: Any, row: int, segments: int) -> np.ndarray:
 
 @dataclass
 class AttentionMaps:
-    """GSDM maps of one batch: ``student[p]`` (B, H_p, W_p), ``teachers[m][p]`` likewise,
-    ``distance[m][p]`` (B,), weights ``student_w`` (B,) and ``teacher_w`` (M, B)."""
+    """GSDM maps of one batch, per stage p: ``student[p]`` (B, H_p, W_p) and ``teachers[m][p]``
+    likewise, normalised as the loss compares them, ``distance[m][p]`` (B,) the per-sample D;
+    a stage left out (1×1 maps) is None everywhere, with its reason in ``left_out``."""
 
-    student: list[torch.Tensor]
-    teachers: list[list[torch.Tensor]]
-    distance: list[list[torch.Tensor]]
-    student_w: torch.Tensor
-    teacher_w: torch.Tensor
+    student: list[torch.Tensor | None]
+    teachers: list[list[torch.Tensor | None]]
+    distance: list[list[torch.Tensor | None]]
     distilled: tuple[int, ...]  # the stage indices the GSDM loss aligns
+    left_out: dict[int, str]
+    weighting: str  # distill.ablation_weight
 
 
-@torch.no_grad()
 def attention(
     student: torch.nn.Module, teachers: torch.nn.Module, batch: dict[str, torch.Tensor],
     config: ExperimentConfig, class_vectors: np.ndarray | None, device: torch.device,
 ) -> AttentionMaps:
-    """The maps the GSDM loss compares, for every stage, with the training's weighting."""
+    """The maps the GSDM loss compares, for every stage with spatial maps, computed by the
+    training's own functions (``sakdn.train.attention``, ``sakdn.losses.gsdm_maps``)."""
+    from sakdn.train.attention import gsdm_plan, small_stages, student_maps, teacher_maps
+
     dc = config.distill
     frames, sensors = batch["frames"].to(device), batch["sensors"].to(device)
     mask = batch["mask"].to(device)
-    s_out = student(frames, return_maps=True)
-    t_out = teachers(sensors, mask)
-    b, m_count = t_out.logits.shape[:2]
     vectors = (torch.as_tensor(class_vectors, dtype=torch.float32, device=device)
                if class_vectors is not None else None)
-    variant = dc.ablation_weight
-    if variant in ("plain", "graph") and vectors is None:
-        variant = "prob_drop"  # as in training without class vectors
-    if variant == "none":
-        s_w = torch.ones(b, device=device)
-        t_w = torch.ones(m_count, b, device=device)
-    else:
-        t_abl = teachers(torch.zeros_like(sensors), mask).logits.float()
-        s_abl = student(torch.zeros_like(frames)).logits.float()
-        kw = dict(class_vectors=vectors, variant=variant, relu=dc.ablation_relu,
-                  sigma2=dc.graph_sigma2)
-        s_w = losses.ablation_weights(s_out.logits.float(), s_abl, **kw)
-        t_w = torch.stack([losses.ablation_weights(t_out.logits[:, m].float(), t_abl[:, m], **kw)
-                           for m in range(m_count)])
-    s_maps, t_maps = losses.gsdm_maps(
-        [x.float() for x in s_out.maps], s_w,
-        [[t_out.stages[p][m].float() for p in range(len(STAGES))] for m in range(m_count)],
-        t_w, map_norm=dc.map_norm, map_resize=dc.map_resize,
-    )
-    distance = [[torch.stack([losses.map_distance(s[i : i + 1], t[i : i + 1]) for i in range(b)])
-                 for s, t in zip(s_maps, row)] for row in t_maps]
-    chosen = parse_subset(dc.gsdm_pairs, ("1", "2", "3", "4", "5")) if dc.lambda_gsdm > 0 else ()
-    return AttentionMaps(s_maps, t_maps, distance, s_w, t_w,
-                         tuple(int(p) - 1 for p in chosen))
+    left_out = small_stages(config)
+    shown = tuple(p for p in range(len(STAGES)) if p not in left_out)
+    with torch.enable_grad():  # ablation_cam takes the score's gradient
+        s_out = student(frames, return_maps=True)
+        s_raw = student_maps(student, frames, s_out, config, vectors, shown)
+    _, t_raw = teacher_maps(teachers, sensors, mask, config, vectors, shown)
+    s_maps, t_maps = losses.gsdm_maps([m.detach() for m in s_raw], t_raw, dc.map_norm,
+                                      dc.map_resize)
+    distance = [[losses.map_distance(s, t) for s, t in zip(s_maps, row)] for row in t_maps]
+
+    def full(values: list) -> list:
+        by_stage = dict(zip(shown, values))
+        return [by_stage.get(p) for p in range(len(STAGES))]
+
+    plan = gsdm_plan(config)
+    return AttentionMaps(full(s_maps), [full(row) for row in t_maps],
+                         [full(row) for row in distance],
+                         plan.pairs if plan.active else (), left_out, dc.ablation_weight)
 
 
 # --- drawing --------------------------------------------------------------------------------
@@ -297,33 +292,41 @@ def attention_figure(
 ) -> Figure:
     """Per clip: a student row (frame, then each stage's map over the frame) and one row per
     teacher (its GAF image, then each stage's map, labelled with D to the student's map).
+    A stage without spatial maps (1×1) is a blank panel that says so.
 
     The panels are composed into one image (one Axes): an Axes per panel made this figure
     cost more than the other three together (54 Axes for 3 clips and 2 teachers).
     """
     m_count, p_count = len(maps.teachers), len(STAGES)
     labels = batch["label"].tolist()
-    cells: list[list[np.ndarray | None]] = []
+    cells: list[list[np.ndarray | str]] = []
     texts: list[list[str]] = []
+    blank = "1×1 map:\nno GSDM"
+
+    def stage_label(p: int) -> str:
+        return f"{STAGES[p]}{' · GSDM' if p in maps.distilled else ''}"
+
     for i, frame in enumerate(frames):
         cells.append([_panel(_unit(frame))]
-                     + [_overlay(frame, maps.student[p][i].cpu().numpy())
+                     + [blank if maps.student[p] is None
+                        else _overlay(frame, maps.student[p][i].cpu().numpy())
                         for p in range(p_count)])
-        texts.append([f"{class_names[labels[i]]}\nstudent  w={float(maps.student_w[i]):+.3f}"]
-                     + [f"{STAGES[p]}{' · GSDM' if p in maps.distilled else ''}"
-                        for p in range(p_count)])
+        texts.append([f"{class_names[labels[i]]}\nstudent"]
+                     + [stage_label(p) for p in range(p_count)])
         for m in range(m_count):
             present = bool(batch["mask"][i, m])
-            state = f"w={float(maps.teacher_w[m, i]):+.3f}" if present else "missing"
-            cells.append([_panel(_rgb(batch["sensors"][i, m]))]
-                         + [_panel(_JET(maps.teachers[m][p][i].cpu().numpy()), smooth=False)
+            cells.append([_panel(_rgb(batch["sensors"][i, m])) if present else "missing"]
+                         + [blank if maps.teachers[m][p] is None
+                            else _panel(_JET(maps.teachers[m][p][i].cpu().numpy()), smooth=False)
                             for p in range(p_count)])
-            texts.append([f"teacher {sensor_names[m]}\n{state}"]
-                         + [f"D={float(maps.distance[m][p][i]):.3f}" for p in range(p_count)])
+            texts.append([f"teacher {sensor_names[m]}"]
+                         + [("" if maps.distance[m][p] is None or not present
+                             else f"D={float(maps.distance[m][p][i]):.3f}")
+                            for p in range(p_count)])
     clip_ends = [(1 + m_count) * (i + 1) - 1 for i in range(len(frames) - 1)]
     return _sheet(cells, texts,
-                  "GSDM attention maps (student over the frame; teachers on their GAF input)",
-                  breaks=clip_ends)
+                  f"GSDM attention maps, {maps.weighting} weighting (student over the frame; "
+                  "teachers on their GAF input)", breaks=clip_ends)
 
 
 def _rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -337,13 +340,13 @@ def gaf_figure(
     sensor_names: Sequence[str], method: str,
 ) -> Figure:
     """One row per example recording, one column per sensor: its GAF image as RGB."""
-    cells: list[list[np.ndarray | None]] = []
+    cells: list[list[np.ndarray | str]] = []
     texts: list[list[str]] = []
     for item in items:
         name = class_names[int(item["label"])]
         present = [bool(item["mask"][m]) for m in range(len(sensor_names))]
-        cells.append([_panel(_rgb(item["sensors"][m]), GAF_PANEL, smooth=False) if ok else None
-                      for m, ok in enumerate(present)])
+        cells.append([_panel(_rgb(item["sensors"][m]), GAF_PANEL, smooth=False) if ok
+                      else "missing" for m, ok in enumerate(present)])
         texts.append([f"{name} · {sensor}" if ok else sensor
                       for sensor, ok in zip(sensor_names, present)])
     return _sheet(cells, texts, f"{method.upper()} images (x, y, z → R, G, B)",
@@ -407,12 +410,12 @@ def _overlay(frame: np.ndarray, amap: np.ndarray, size: int = PANEL) -> np.ndarr
 
 
 def _sheet(
-    cells: Sequence[Sequence[np.ndarray | None]], labels: Sequence[Sequence[str]], title: str,
+    cells: Sequence[Sequence[np.ndarray | str]], labels: Sequence[Sequence[str]], title: str,
     breaks: Sequence[int] = (), panel: int = PANEL, band: int = BAND, gap: int = GAP,
     fontsize: int = 7,
 ) -> Figure:
     """A grid of ``panel``-sized RGB cells as one image on one Axes (axis off), each cell's
-    label above it, ``title`` on top; a missing cell (None) is drawn blank with "missing".
+    label above it, ``title`` on top; a text cell (e.g. "missing") is a blank panel showing it.
     ``breaks``: rows after which a wider gap separates groups of rows. The figure's pixels
     are the image's (figsize = pixels / DPI), so nothing is resampled when saved."""
     rows, cols = len(cells), max(len(r) for r in cells)
@@ -428,7 +431,7 @@ def _sheet(
             top, left = tops[r], lefts[c]
             image[top - 1 : top + panel + 1, left - 1 : left + panel + 1] = 64  # thin frame
             image[top : top + panel, left : left + panel] = (
-                255 if cell is None else np.rint(cell * 255).astype(np.uint8))
+                255 if isinstance(cell, str) else np.rint(cell * 255).astype(np.uint8))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(image, interpolation="nearest")
@@ -437,8 +440,8 @@ def _sheet(
         for c, text in enumerate(row):
             ax.text(lefts[c] + panel / 2, tops[r] - 3, text, ha="center", va="bottom",
                     fontsize=fontsize)
-            if cells[r][c] is None:
-                ax.text(lefts[c] + panel / 2, tops[r] + panel / 2, "missing", ha="center",
+            if isinstance(cells[r][c], str):
+                ax.text(lefts[c] + panel / 2, tops[r] + panel / 2, cells[r][c], ha="center",
                         va="center", fontsize=fontsize + 2)
     ax.text(width / 2, 6, title, ha="center", va="top", fontsize=9)
     return fig

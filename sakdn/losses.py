@@ -5,6 +5,11 @@ detached; the student side stays in autograd. Losses are computed in float32 wha
 dtype, so bf16 autocast does not round them away.
 
 Notation: B samples, M teachers (sensors), P GSDM layer pairs, K classes, D semantic dimensions.
+Teacher tensors are teacher-minor: (B, M, ...), as the teachers return them.
+
+:func:`student_objective` is the student stage's whole loss; :func:`weighted_maps` is the one
+place where the GSDM weighting (``distill.ablation_weight``) is applied, for the student, the
+teachers and the figures alike.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from sakdn.errors import ConfigError
 if TYPE_CHECKING:
     from sakdn.config import DistillConfig
 
-ABLATION_VARIANTS = ("plain", "graph", "prob_drop", "none")
 MAP_NORMS = ("minmax", "l2")
 MAP_RESIZES = ("bilinear", "adaptive_avg")
 AGGREGATIONS = ("mean", "confidence")
@@ -140,6 +144,13 @@ def similarity_preserving(student_features: Tensor, teacher_features: Tensor) ->
 
 # -------------------- ablation weights (§6.3)
 
+# ``ablation_cam``: graph-guided channel ablation (per-channel weights, spatial maps); the
+# others give one scalar weight per sample: ``plain`` (the reference UTD script), ``graph``
+# (the reference Berkeley/MMAct scripts), ``prob_drop`` and ``none``.
+ABLATION_VARIANTS = ("ablation_cam", "plain", "graph", "prob_drop", "none")
+ZERO_PASS_VARIANTS = ("plain", "graph", "prob_drop")  # need a pass on an all-zero input
+CLASS_VECTOR_VARIANTS = ("plain", "graph")  # need class vectors
+
 
 def _signed_floor(x: Tensor, floor: Tensor) -> Tensor:
     """x with |x| raised to at least ``floor`` (broadcast), keeping its sign (0 counts as +)."""
@@ -156,13 +167,29 @@ def _relative_change(ref: Tensor, other: Tensor, relu: bool, eps: float) -> Tens
     return ratio.mean(dim=1).clamp(-1.0, 1.0)  # (B,)
 
 
-def _propagation(logits: Tensor, sigma2: float) -> Tensor:
-    """S = D^-1/2 K D^-1/2 with K_ij = exp(−mean_c (z_ic − z_jc)² / (2σ²)); (B, B)."""
-    sq = (logits[:, None, :] - logits[None, :, :]).pow(2).mean(dim=2)  # (B, B)
-    kernel = torch.exp(-sq / (2.0 * sigma2))
-    degree = kernel.sum(dim=0) + torch.finfo(kernel.dtype).eps  # (B,) column sums
-    inv_sqrt = degree.rsqrt()
-    return inv_sqrt[:, None] * kernel * inv_sqrt[None, :]
+def batch_graph(logits: Tensor, sigma2: float) -> Tensor:
+    """S = D^-1/2 K D^-1/2 with K_ij = exp(−mean_c (z_ic − z_jc)² / (2σ²)), D = diag(Σ_i K_ij).
+
+    The batch graph of the graph-guided ablation analysis (method doc §6.3): samples whose
+    predictions look alike share their ablation evidence. σ² → 0 gives S = I (no sharing);
+    σ² → ∞ gives S = 1/B (every sample gets the batch mean).
+
+    Args:
+        logits: (B, K).
+        sigma2: kernel bandwidth σ² > 0 (the reference code uses 1).
+
+    Returns:
+        (B, B) float32, symmetric, detached.
+    """
+    if sigma2 <= 0:
+        raise ConfigError("distill.graph_sigma2", sigma2, "must be > 0")
+    z = logits.detach().float()
+    with _full_precision(z):
+        sq = (z[:, None, :] - z[None, :, :]).pow(2).mean(dim=2)  # (B, B)
+        kernel = torch.exp(-sq / (2.0 * sigma2))
+        degree = kernel.sum(dim=0) + torch.finfo(kernel.dtype).eps  # (B,) column sums
+        inv_sqrt = degree.rsqrt()
+        return inv_sqrt[:, None] * kernel * inv_sqrt[None, :]
 
 
 def _prob_drop(logits: Tensor, ablated_logits: Tensor) -> Tensor:
@@ -181,39 +208,42 @@ def ablation_weights(
     sigma2: float = 1.0,
     eps: float = 0.1,
 ) -> Tensor:
-    """Per-sample GSDM weights w_i from a real and an ablated (all-zero input) pass (§6.3, §10.4).
+    """Per-sample (scalar) GSDM weights w_i from a real and an ablated (all-zero input) pass.
 
     With ŷ_i = argmax z_i, ŷ'_i = argmax z'_i, e_k the class vector of class k and φ = ReLU when
-    ``relu`` else the identity:
+    ``relu`` else the identity (method doc §6.3, §10.4):
 
-    - ``plain``: w_i = (1/D) Σ_d φ( (e_ŷ,d − e_ŷ',d) / e_ŷ,d ).
-    - ``graph``: K_ij = exp(−mean_c (z_ic − z_jc)² / (2σ²)), S = D^-1/2 K D^-1/2 (D = diag of the
-      column sums of K), Q = S E and Q' = S' E' (rows E_i = e_ŷ_i, E'_i = e_ŷ'_i; S' from the
-      ablated logits), w_i = (1/D) Σ_d φ( (Q_id − Q'_id) / Q_id ).
+    - ``plain`` (reference UTD script): w_i = (1/D) Σ_d φ( (e_ŷ,d − e_ŷ',d) / e_ŷ,d ).
+    - ``graph`` (reference Berkeley / MMAct scripts): Q = S E, Q' = S' E' with S, S' the
+      ``batch_graph`` of the real and ablated logits and rows E_i = e_ŷ_i, E'_i = e_ŷ'_i;
+      w_i = (1/D) Σ_d φ( (Q_id − Q'_id) / Q_id ).
     - ``prob_drop``: w_i = clamp( (p_i − p'_i) / p_i, 0, 1 ), the relative drop of the predicted
       class's softmax probability under ablation (bounded, needs no class vectors).
     - ``none``: w_i = 1 (plain channel-sum activation maps).
 
-    The reference code divides by single class-vector coordinates, some ≈1e-4, so a few near-zero
+    The reference code divides by single class-vector coordinates, so a few near-zero
     coordinates dominate w_i or make it inf/NaN (pitfall P9). Here each denominator whose
-    magnitude is below ``eps`` × the mean |coordinate| of its row is raised to that floor, keeping
-    its sign (this bounds every term by the row's own scale and keeps w invariant to scaling the
-    class vectors), and w is clamped to [−1, 1]. The weights carry no gradient; the ablated logits
-    should come from a separate ``no_grad`` pass (pitfalls P10, P11).
+    magnitude is below ``eps`` × the mean |coordinate| of its row is raised to that floor,
+    keeping its sign, and w is clamped to [−1, 1]. All-zero inputs give every sample the same
+    ablated logits, so for ``graph`` S' is the constant 1/B graph and Q'_i the same row for
+    every sample. One scalar per sample scales the whole channel-sum map, so after per-sample
+    normalisation these variants only switch a map on (w > 0) or off (w ≤ 0); the spatial
+    ``ablation_cam`` weights are in :func:`ablation_cam_weights`.
 
     Args:
         logits: (B, K) logits of the real samples.
-        ablated_logits: (B, K) logits of the ablated samples.
+        ablated_logits: (B, K) logits of the ablated samples (a separate ``no_grad`` pass,
+            pitfalls P10, P11).
         class_vectors: (K, D) class vectors e_k; required by ``plain`` and ``graph``.
         variant: ``plain`` | ``graph`` | ``prob_drop`` | ``none``.
         relu: apply φ = ReLU to each term (the reference MMAct script does).
-        sigma2: kernel bandwidth σ² of ``graph`` (the reference code uses 1).
+        sigma2: kernel bandwidth σ² of ``graph``.
         eps: relative floor of the denominators.
 
     Returns:
         (B,) float32 weights, detached.
     """
-    _choice("distill.ablation_weight", variant, ABLATION_VARIANTS)
+    _choice("distill.ablation_weight", variant, ABLATION_VARIANTS[1:])
     z = logits.detach().float()
     z_abl = ablated_logits.detach().float()
     if variant == "none":
@@ -224,45 +254,147 @@ def ablation_weights(
         raise ConfigError(
             "distill.ablation_weight",
             variant,
-            "needs class vectors (semantics.provider is 'none'); use prob_drop or none",
+            "needs class vectors (semantics.provider is 'none'); use ablation_cam, prob_drop "
+            "or none",
         )
-    if variant == "graph" and sigma2 <= 0:
-        raise ConfigError("distill.graph_sigma2", sigma2, "must be > 0")
     vectors = class_vectors.detach().to(device=z.device, dtype=torch.float32)  # (K, D)
     e = vectors[z.argmax(dim=1)]  # (B, D)
     e_abl = vectors[z_abl.argmax(dim=1)]  # (B, D)
     with _full_precision(z):
         if variant == "graph":
-            e = _propagation(z, sigma2) @ e  # Q, (B, D)
-            e_abl = _propagation(z_abl, sigma2) @ e_abl  # Q'
+            e = batch_graph(z, sigma2) @ e  # Q, (B, D)
+            e_abl = batch_graph(z_abl, sigma2) @ e_abl  # Q'
         return _relative_change(e, e_abl, relu, eps)
+
+
+def predicted_score(logits: Tensor) -> Tensor:
+    """y_i = z_i,ŷ_i, the logit of each sample's predicted class, (B, ...) → (B, ...); in
+    autograd, so that ∂y/∂A can be taken for :func:`channel_drops`."""
+    return logits.gather(-1, logits.detach().argmax(dim=-1, keepdim=True)).squeeze(-1)
+
+
+def channel_drops(activations: Tensor, grads: Tensor, groups: int = 1) -> Tensor:
+    """First-order estimate of Ablation-CAM's score drop per channel: y − y^(c) ≈ Σ_hw A_c ∂y/∂A_c.
+
+    Ablation-CAM (Desai & Ramaswamy, WACV 2020) zeroes channel c of a layer and measures how
+    much the predicted class's score y falls. Zeroing A_c moves y by −Σ_hw A_c ∂y/∂A_c to first
+    order, so one backward pass gives every channel's drop at once (exact when y is linear in A,
+    e.g. A → global average pooling → linear). The exact ablation costs one forward pass of the
+    rest of the network per channel (docs/benchmarks.md, "GSDM variants").
+
+    Args:
+        activations: (N, C, H, W) layer output A.
+        grads: (N, C, H, W) ∂y/∂A.
+        groups: consecutive rows that form one sample (a student clip's S segments: the
+            channel is zeroed in every segment, so their drops add up).
+
+    Returns:
+        (N / groups, C) float32 drops, detached.
+    """
+    if activations.shape != grads.shape or activations.dim() != 4:
+        raise ValueError(f"channel_drops: expected equal (N, C, H, W) shapes, got "
+                         f"{tuple(activations.shape)} and {tuple(grads.shape)}")
+    drops = (activations.detach().float() * grads.detach().float()).sum(dim=(2, 3))  # (N, C)
+    return drops.view(-1, groups, drops.shape[1]).sum(dim=1)
+
+
+def ablation_cam_weights(
+    drops: Tensor, logits: Tensor, sigma2: float = 1.0, relu: bool = False, eps: float = 1e-6
+) -> Tensor:
+    """Graph-guided Ablation-CAM channel weights W = S · (drop / |y|), (B, C).
+
+    w_ic = (y_i − y_i^(c)) / |y_i|: the relative drop of sample i's predicted-class score when
+    channel c is zeroed (Ablation-CAM; the magnitude |y_i| in the denominator keeps a drop
+    positive whatever the sign of the logit). Graph guidance as in the paper's name (method
+    doc §6.3): the weights are propagated over the ``batch_graph`` S of the logits, so samples
+    predicted alike share their evidence. With φ = ReLU (``relu``) only channels whose removal
+    lowers the score count.
+
+    Args:
+        drops: (B, C) score drops, e.g. from :func:`channel_drops`.
+        logits: (B, K) logits that gave the scores y (and the graph).
+        sigma2: graph kernel bandwidth σ².
+        relu: clamp the weights at 0 before propagation.
+        eps: lower bound of |y|.
+
+    Returns:
+        (B, C) float32 weights, detached.
+    """
+    z = logits.detach().float()
+    w = drops.detach().float() / predicted_score(z).abs().clamp_min(eps)[:, None]  # (B, C)
+    if relu:
+        w = w.clamp_min(0.0)
+    with _full_precision(z):
+        return batch_graph(z, sigma2) @ w
 
 
 # -------------------- attention maps (§6.3)
 
 
 def attention_maps(features: Tensor, weights: Tensor) -> Tensor:
-    """Ablation-weighted activation maps M_i = max(0, w_i · Σ_c A_ic) (method doc §6.3).
+    """Ablation-weighted activation maps M_i = max(0, Σ_c w_ic A_ic) (method doc §6.3).
 
-    The reference code computes these on detached NumPy copies, so the student's maps were
-    constants and GSDM gave no gradient (pitfall P2); here the maps stay in autograd (the weights
-    are detached). The channel sum accumulates in float32.
+    ``weights`` is (B,) for the scalar variants (M_i = max(0, w_i Σ_c A_ic)) or (B, C) for
+    ``ablation_cam``. The reference code computed maps on detached NumPy copies, so the
+    student's maps were constants and GSDM gave no gradient (pitfall P2); here the maps stay in
+    autograd (the weights are detached). The sum accumulates in float32.
 
     Args:
         features: (B, C, H, W) stage activations A.
-        weights: (B,) weights w.
+        weights: (B,) or (B, C) weights w.
 
     Returns:
         (B, H, W) float32 maps.
     """
-    if features.dim() != 4 or weights.shape != (features.shape[0],):
+    b, c = features.shape[:2] if features.dim() == 4 else (None, None)
+    if features.dim() != 4 or weights.shape not in ((b,), (b, c)):
         raise ValueError(
-            f"attention_maps: expected features (B, C, H, W) and weights (B,), got "
+            f"attention_maps: expected features (B, C, H, W) and weights (B,) or (B, C), got "
             f"{tuple(features.shape)} and {tuple(weights.shape)}"
         )
-    summed = features.sum(dim=1, dtype=torch.float32)  # (B, H, W)
-    w = weights.detach().to(device=summed.device, dtype=torch.float32)
-    return torch.relu(w[:, None, None] * summed)
+    w = weights.detach().to(device=features.device, dtype=torch.float32)
+    if w.dim() == 1:
+        return torch.relu(w[:, None, None] * features.sum(dim=1, dtype=torch.float32))
+    return torch.relu(torch.einsum("bchw,bc->bhw", features.float(), w))
+
+
+def weighted_maps(
+    config: DistillConfig,
+    stages: Sequence[Tensor],
+    logits: Tensor,
+    *,
+    class_vectors: Tensor | None = None,
+    ablated_logits: Tensor | None = None,
+    drops: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """One network's unnormalised GSDM maps on one batch, per layer pair, with the weighting of
+    ``distill.ablation_weight`` — the one place that rule lives (student, teachers, figures).
+
+    Args:
+        config: the ``distill`` section (``ablation_weight``, ``ablation_relu``,
+            ``graph_sigma2``).
+        stages: P activations (B, C_p, H_p, W_p) (the student's in autograd).
+        logits: (B, K) the network's logits on the batch.
+        class_vectors: (K, D), for ``plain`` and ``graph``.
+        ablated_logits: (B, K) logits of the all-zero input, for the ``ZERO_PASS_VARIANTS``.
+        drops: P (B, C_p) channel drops (:func:`channel_drops`), for ``ablation_cam``.
+
+    Returns:
+        P maps (B, H_p, W_p), ≥ 0, in autograd where ``stages`` are.
+    """
+    variant = config.ablation_weight
+    _choice("distill.ablation_weight", variant, ABLATION_VARIANTS)
+    if variant == "ablation_cam":
+        if drops is None or len(drops) != len(stages):
+            raise ValueError("ablation_cam needs one (B, C) channel-drop tensor per stage")
+        return [attention_maps(a, ablation_cam_weights(d, logits, config.graph_sigma2,
+                                                       config.ablation_relu))
+                for a, d in zip(stages, drops)]
+    if variant in ZERO_PASS_VARIANTS and ablated_logits is None:
+        raise ValueError(f"ablation_weight {variant} needs the logits of the all-zero input")
+    w = ablation_weights(logits, logits if ablated_logits is None else ablated_logits,
+                         class_vectors, variant, config.ablation_relu, config.graph_sigma2)
+    return [attention_maps(a, w) for a in stages]
 
 
 def align_maps(maps: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
@@ -324,6 +456,14 @@ def normalize_maps(maps: Tensor, mode: str = "minmax", eps: float = 1e-8) -> Ten
     return out.reshape_as(maps)
 
 
+def informative(maps: Tensor, rtol: float = 1e-6) -> Tensor:
+    """(B,) bool: which maps vary in space (not all zero, not constant), i.e. carry a region."""
+    flat = maps.detach().flatten(1).float()
+    top = flat.abs().amax(dim=1)
+    span = flat.amax(dim=1) - flat.amin(dim=1)
+    return (top > 0) & (span > rtol * top)
+
+
 def _map_distance_per_sample(student_map: Tensor, teacher_map: Tensor) -> Tensor:
     n_s = F.normalize(student_map.float(), p=2, dim=1)  # (B, H, W), unit columns
     n_t = F.normalize(teacher_map.detach().float(), p=2, dim=1)
@@ -331,70 +471,47 @@ def _map_distance_per_sample(student_map: Tensor, teacher_map: Tensor) -> Tensor
 
 
 def map_distance(student_map: Tensor, teacher_map: Tensor) -> Tensor:
-    """Map comparison D of method doc §6.4 (the reference ``Gram_loss``).
+    """Map comparison D of method doc §6.4 (the reference ``Gram_loss``), per sample.
 
-    D(M_s, M_t) = MSE( n(M_s), n(M_t) ), where n L2-normalises along dim 1, the height axis, so
-    each column of each map becomes a unit vector (all-zero columns stay zero). Despite the
-    reference class name, no Gram matrix is formed. The reference re-wrapped its inputs with
-    ``torch.tensor`` and so cut the gradient (pitfall P2); the student side stays in autograd here.
+    D_i(M_s, M_t) = mean_{h,w} ( n(M_s)_i − n(M_t)_i )², where n L2-normalises along dim 1, the
+    height axis, so each column of each map becomes a unit vector (all-zero columns stay zero).
+    Despite the reference class name, no Gram matrix is formed. The reference re-wrapped its
+    inputs with ``torch.tensor`` and so cut the gradient (pitfall P2); the student side stays in
+    autograd here.
 
     Args:
         student_map: (B, H, W) student maps.
         teacher_map: (B, H, W) teacher maps at the same size (detached here).
 
     Returns:
-        Scalar: mean over all B·H·W squared differences.
+        (B,) distances.
     """
     if student_map.dim() != 3 or student_map.shape != teacher_map.shape:
         raise ValueError(
             f"map_distance: expected equal (B, H, W) shapes, got {tuple(student_map.shape)} and "
             f"{tuple(teacher_map.shape)}; align the teacher map first"
         )
-    return _map_distance_per_sample(student_map, teacher_map).mean()
+    return _map_distance_per_sample(student_map, teacher_map)
 
 
 # -------------------- GSDM (§6.1, §6.3, §6.4)
 
 
-def _channel_sum_map(x: Tensor, weights: Tensor | None) -> Tensor:
-    """(B, C, H, W) activations or (B, H, W) channel sums → max(0, w · Σ_c A)."""
-    if x.dim() == 3:
-        x = x[:, None]
-    w = torch.ones(x.shape[0], device=x.device) if weights is None else weights
-    return attention_maps(x, w)
-
-
-def _teacher_weights_matrix(
-    mask: Tensor | None, batch: int, teachers: int, device: torch.device
-) -> Tensor:
-    """(B, M) non-negative float aggregation weights from a bool mask, float weights or None."""
-    if mask is None:
-        return torch.ones(batch, teachers, device=device)
-    if mask.shape != (batch, teachers):
-        raise ValueError(f"mask must be (B, M) = {(batch, teachers)}, got {tuple(mask.shape)}")
-    return mask.detach().to(device=device, dtype=torch.float32).clamp_min(0.0)
-
-
 def gsdm_maps(
     student_maps: Sequence[Tensor],
-    student_weights: Tensor | None,
-    teacher_maps: Sequence[Sequence[Tensor]],
-    teacher_weights: Tensor | None,
+    teacher_maps: Sequence[Tensor],
     map_norm: str = "minmax",
     map_resize: str = "bilinear",
 ) -> tuple[list[Tensor], list[list[Tensor]]]:
     """The normalised attention maps that GSDM compares (method doc §6.3, pitfalls P2, P3, P9).
 
-    Student, per pair p: n( max(0, w_s · Σ_c A_s^p) ), in autograd.
-    Teacher m, per pair p: n( resize( max(0, w_m · Σ_c A_m^p), student size ) ), detached and
-    computed without a graph. n is the per-sample ``map_norm``; resizing happens before
-    normalisation so that both maps of a pair span the same range.
+    Student, per pair p: n(M_s^p), in autograd. Teacher m, per pair p:
+    n( resize(M_{t,m}^p, student size) ), detached. n is the per-sample ``map_norm``; resizing
+    comes before normalisation so that both maps of a pair span the same range.
 
     Args:
-        student_maps: P tensors, each (B, C, H_p, W_p) activations or their (B, H_p, W_p) sums.
-        student_weights: (B,) student ablation weights (None: 1).
-        teacher_maps: M lists of P tensors, like ``student_maps`` but at any size.
-        teacher_weights: (M, B) teacher ablation weights (None: 1).
+        student_maps: P unnormalised maps (B, H_p, W_p) (:func:`weighted_maps`).
+        teacher_maps: P unnormalised maps (B, M, h_p, w_p), any h_p, w_p.
         map_norm: ``minmax`` | ``l2``.
         map_resize: ``bilinear`` | ``adaptive_avg``.
 
@@ -403,23 +520,17 @@ def gsdm_maps(
     """
     _choice("distill.map_norm", map_norm, MAP_NORMS)
     _choice("distill.map_resize", map_resize, MAP_RESIZES)
-    pairs = len(student_maps)
-    if any(len(per_teacher) != pairs for per_teacher in teacher_maps):
-        raise ValueError(f"every teacher needs {pairs} maps, one per student map (GSDM pair)")
-    if teacher_weights is not None and teacher_weights.shape[0] != len(teacher_maps):
-        raise ValueError(f"teacher_weights must be (M, B) with M = {len(teacher_maps)}, got "
-                         f"{tuple(teacher_weights.shape)}")
-    students = [normalize_maps(_channel_sum_map(s, student_weights), map_norm)
-                for s in student_maps]
+    if len(student_maps) != len(teacher_maps):
+        raise ValueError(f"GSDM needs one teacher map per student map: {len(student_maps)} "
+                         f"student and {len(teacher_maps)} teacher layers")
+    students = [normalize_maps(s, map_norm) for s in student_maps]
     teachers: list[list[Tensor]] = []
     with torch.no_grad():
-        for m, per_teacher in enumerate(teacher_maps):
-            w = None if teacher_weights is None else teacher_weights[m]
-            row = []
-            for s, t in zip(students, per_teacher):
-                t_map = align_maps(_channel_sum_map(t.detach(), w), s.shape[1:], map_resize)
-                row.append(normalize_maps(t_map, map_norm))
-            teachers.append(row)
+        for m in range(teacher_maps[0].shape[1] if teacher_maps else 0):
+            teachers.append([
+                normalize_maps(align_maps(t[:, m].detach().float(), s.shape[1:], map_resize),
+                               map_norm)
+                for s, t in zip(student_maps, teacher_maps)])
     return students, teachers
 
 
@@ -435,47 +546,6 @@ def _gsdm_from_maps(
             d = _map_distance_per_sample(s_map, t_map)  # (B,)
             total = total + torch.where(keep, a[:, m] * d, torch.zeros_like(d)).sum()
     return total / (len(students) * a.sum()).clamp_min(1e-12)
-
-
-def gsdm_loss(
-    student_maps: Sequence[Tensor],
-    student_weights: Tensor | None,
-    teacher_maps: Sequence[Sequence[Tensor]],
-    teacher_weights: Tensor | None,
-    mask: Tensor | None = None,
-    map_norm: str = "minmax",
-    map_resize: str = "bilinear",
-) -> Tensor:
-    """Graph-guided semantically discriminative mapping loss (method doc §6.1, §6.3, §6.4).
-
-    L_GSDM = Σ_m Σ_p Σ_i a_im · D_i(Ã_s^p, Ã_{t,m}^p) / (P · Σ_i Σ_m a_im), with Ã the maps of
-    ``gsdm_maps`` and D_i the per-sample map distance of ``map_distance``. With every teacher
-    available (a = 1) this is the reference's (1/(M·P)) Σ_m Σ_p D. Fixes: the student side keeps
-    its gradient (P2), maps are resized by interpolation (P3) and normalised per sample (P9).
-    Per-sample normalisation makes each map independent of the magnitude of its weight: only
-    whether w_i is positive (map kept) or not (map zeroed) matters.
-
-    Args:
-        student_maps: P tensors (B, C, H_p, W_p) or (B, H_p, W_p).
-        student_weights: (B,) student weights (None: 1).
-        teacher_maps: M lists of P tensors (B, C, h, w) or (B, h, w), any h, w.
-        teacher_weights: (M, B) teacher weights (None: 1).
-        mask: (B, M) teacher availability (bool; False for a missing, zero-filled sensor) or
-            non-negative per-sample teacher weights; None: all available. Excluded teachers'
-            maps never enter the value or the gradient.
-        map_norm: ``minmax`` | ``l2``.
-        map_resize: ``bilinear`` | ``adaptive_avg``.
-
-    Returns:
-        Scalar; zero (still attached to the student maps) when no teacher is available.
-    """
-    if not student_maps or not teacher_maps:
-        raise ValueError("gsdm_loss needs at least one layer pair and one teacher")
-    students, teachers = gsdm_maps(
-        student_maps, student_weights, teacher_maps, teacher_weights, map_norm, map_resize
-    )
-    a = _teacher_weights_matrix(mask, students[0].shape[0], len(teachers), students[0].device)
-    return _gsdm_from_maps(students, teachers, a)
 
 
 def gram_maps_loss(
@@ -494,7 +564,9 @@ def gram_maps_loss(
     Returns:
         Scalar; zero (attached to the student maps) when nothing contributes.
     """
-    a = _teacher_weights_matrix(mask, students[0].shape[0], len(teachers), students[0].device)
+    b = students[0].shape[0]
+    a = (torch.ones(b, len(teachers), device=students[0].device) if mask is None
+         else mask.to(device=students[0].device, dtype=torch.float32))
     terms = []
     for m, row in enumerate(teachers):
         keep = (a[:, m] > 0).nonzero().squeeze(1)  # (B_m,) indices of available samples
@@ -506,7 +578,34 @@ def gram_maps_loss(
     return torch.stack(terms).mean()
 
 
-# -------------------- the total (§6.1)
+def gsdm_active(
+    student_maps: Sequence[Tensor], teachers: Sequence[Sequence[Tensor]], available: Tensor
+) -> Tensor:
+    """Share of (sample, available teacher, layer pair) map pairs in which both maps carry a
+    region (:func:`informative`): the part of GSDM that can give the student a gradient.
+
+    A pair where either map is zero or constant compares nothing: the column-normalised distance
+    of a zero map has no gradient. Scalar ablation weights ≤ 0 zero whole maps; this is how
+    often that did not happen.
+
+    Args:
+        student_maps: P unnormalised student maps (B, H, W).
+        teachers: M lists of P teacher maps aligned to the student's sizes.
+        available: (B, M) bool.
+
+    Returns:
+        Scalar float32 in [0, 1] (0 when no teacher is available).
+    """
+    hits = total = 0.0
+    for m, row in enumerate(teachers):
+        for s_map, t_map in zip(student_maps, row):
+            both = informative(s_map) & informative(t_map) & available[:, m]
+            hits += float(both.sum())
+            total += float(available[:, m].sum())
+    return torch.tensor(hits / total if total else 0.0)
+
+
+# -------------------- the student objective (§6.1)
 
 
 def teacher_confidence(
@@ -518,16 +617,16 @@ def teacher_confidence(
     the sample weighs more (``distill.teacher_aggregation = confidence``, §10.4).
 
     Args:
-        teacher_logits: (M, B, K).
+        teacher_logits: (B, M, K).
         labels: (B,) class indices.
         mask: (B, M) availability; unavailable teachers get 0.
 
     Returns:
         (B, M) detached weights; each row sums to 1 (0 when no teacher is available).
     """
-    probs = teacher_logits.detach().float().softmax(dim=2)  # (M, B, K)
-    index = labels.to(probs.device)[None, :, None].expand(probs.shape[0], -1, 1)  # (M, B, 1)
-    p_true = probs.gather(2, index).squeeze(2).t()  # (B, M)
+    probs = teacher_logits.detach().float().softmax(dim=2)  # (B, M, K)
+    index = labels.to(probs.device)[:, None, None].expand(-1, probs.shape[1], 1)  # (B, M, 1)
+    p_true = probs.gather(2, index).squeeze(2)  # (B, M)
     if mask is not None:
         p_true = p_true * mask.to(device=p_true.device, dtype=p_true.dtype)
     return p_true / p_true.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -546,89 +645,92 @@ def _sanitise(teacher: Tensor, available: Tensor) -> Tensor:
     return torch.where(keep, teacher.detach(), torch.zeros_like(teacher))
 
 
-def _stacked(tensors: Tensor | Sequence[Tensor] | None) -> Tensor | None:
-    return torch.stack(list(tensors)) if isinstance(tensors, (list, tuple)) else tensors
-
-
-def _check_inputs(config: DistillConfig, lambdas: dict[str, float], *inputs: object) -> None:
-    """A term with a positive weight needs its inputs (ConfigError for unknown choices)."""
-    _choice("distill.teacher_aggregation", config.teacher_aggregation, AGGREGATIONS)
-    logits, feature, features, s_maps, t_maps = inputs
-    needs = {"st": (logits,), "sp": (feature, features), "gsdm": (s_maps, t_maps),
-             "sp_gram": (s_maps, t_maps)}
-    for name, needed in needs.items():
-        if config.teacher_aggregation == "confidence":
-            needed = (*needed, logits)
-        if lambdas[name] > 0 and any(x is None for x in needed):
-            raise ValueError(f"distill.lambda_{name} > 0 but the inputs of its term are missing"
-                             " (confidence aggregation also needs teacher_logits)")
-
-
-def _availability(mask: Tensor | None, student_logits: Tensor, *teacher_inputs: object) -> Tensor:
-    """(B, M) bool availability; checks that every teacher input agrees on M."""
-    counts = {len(x) for x in teacher_inputs if x is not None}  # type: ignore[arg-type]
-    if len(counts) > 1:
-        raise ValueError("teacher logits, features and maps disagree on the number of teachers: "
-                         f"{sorted(counts)}")
-    shape = (student_logits.shape[0], counts.pop() if counts else 1)
-    if mask is None:
-        return torch.ones(shape, dtype=torch.bool, device=student_logits.device)
-    if tuple(mask.shape) != shape:
-        raise ValueError(f"mask must be (B, M) = {shape}, got {tuple(mask.shape)}")
-    return mask.to(device=student_logits.device, dtype=torch.bool)
-
-
 def _grad_if(enabled: bool) -> contextlib.AbstractContextManager:
     """Terms with weight 0 are computed for logging only, without building a graph."""
     return contextlib.nullcontext() if enabled else torch.no_grad()
 
 
-def distillation_terms(
+def _check_inputs(config: DistillConfig, inputs: dict[str, object]) -> None:
+    """A term with a positive weight needs its inputs; unknown choices are ConfigErrors."""
+    _choice("distill.teacher_aggregation", config.teacher_aggregation, AGGREGATIONS)
+    needs = {"st": ("teacher_logits",), "sp": ("student_feature", "teacher_features"),
+             "gsdm": ("student_maps", "teacher_maps"), "sp_gram": ("student_maps", "teacher_maps")}
+    for name, needed in needs.items():
+        if config.teacher_aggregation == "confidence":
+            needed = (*needed, "teacher_logits")
+        missing = [n for n in needed if inputs[n] is None]
+        if getattr(config, f"lambda_{name}") > 0 and missing:
+            raise ValueError(f"distill.lambda_{name} > 0 but its inputs are missing: "
+                             + ", ".join(missing))
+
+
+def _availability(mask: Tensor | None, batch: int, teachers: int, device) -> Tensor:
+    if mask is None:
+        return torch.ones(batch, teachers, dtype=torch.bool, device=device)
+    if tuple(mask.shape) != (batch, teachers):
+        raise ValueError(f"mask must be (B, M) = {(batch, teachers)}, got {tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.bool)
+
+
+def _teacher_count(teacher_logits, teacher_features, teacher_maps) -> int:
+    counts = {x.shape[1] for x in (teacher_logits, teacher_features) if x is not None}
+    counts |= {t.shape[1] for t in teacher_maps or ()}
+    if len(counts) > 1:
+        raise ValueError("teacher logits, features and maps disagree on the number of teachers "
+                         f"(dim 1): {sorted(counts)}")
+    return counts.pop() if counts else 1
+
+
+def student_objective(
     config: DistillConfig,
-    student_logits: Tensor,
     labels: Tensor,
+    student_logits: Tensor,
     *,
-    teacher_logits: Tensor | Sequence[Tensor] | None = None,
     student_feature: Tensor | None = None,
-    teacher_features: Tensor | Sequence[Tensor] | None = None,
+    teacher_logits: Tensor | None = None,
+    teacher_features: Tensor | None = None,
     student_maps: Sequence[Tensor] | None = None,
-    teacher_maps: Sequence[Sequence[Tensor]] | None = None,
-    student_weights: Tensor | None = None,
-    teacher_weights: Tensor | None = None,
+    teacher_maps: Sequence[Tensor] | None = None,
     mask: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """The student objective of method doc §6.1 with the weights of a ``DistillConfig``.
+    """The student objective of method doc §6.1, every term from the gathered inputs.
 
-    loss = CE(o, y) + λ_ST·ST + λ_SP·SP + λ_GSDM·GSDM + λ_Gram·Gram. Each teacher term is
-    aggregated over teachers and samples as Σ a_im X_im / Σ a_im with a = the availability mask
-    (``mean``: with every teacher present, the uniform (1/M) Σ_m of §6.1) or the
-    ``teacher_confidence`` weights (``confidence``). Gram is the batch-Gram loss on the GSDM maps.
-    A term with weight 0 is still reported (computed without a graph when its inputs are given,
-    else 0) but never added to ``loss``, so it cannot make the loss NaN. The caller passes only
-    the layer pairs chosen by ``distill.gsdm_pairs`` and computes the weights with
-    ``ablation_weights``.
+    loss = CE(o, y) + λ_ST·ST + λ_SP·SP + λ_GSDM·GSDM + λ_Gram·Gram, with
+
+    - ST = Σ a_im KD_T(o_i, z_im) / Σ a (soft targets, T = ``temperature``);
+    - SP = Σ a_im mean_d (v_id − h_imd)² / Σ a (student fc1 ↔ teacher fused fc2);
+    - GSDM = Σ_m Σ_p Σ_i a_im D_i(n(M_s^p), n(M_{t,m}^p)) / (P Σ a) on the ``gsdm_maps``;
+    - Gram = the batch-Gram (similarity-preserving) loss on the same maps, over teachers and
+      pairs (``gram_maps_loss``): the interrelation-preserving part of the paper's GSDM.
+
+    a_im is teacher m's availability for sample i (``mean``: with every teacher present the
+    uniform (1/M) Σ_m of §6.1) or its ``teacher_confidence`` (``confidence``). A term with
+    weight 0 is still reported when its inputs are given (computed without a graph) but never
+    added to ``loss``, so it cannot make the loss NaN. ``StudentStage`` gathers the inputs and
+    calls this; nothing else computes the objective.
 
     Args:
         config: the ``distill`` section.
-        student_logits: (B, K) logits o.
         labels: (B,) class indices y.
-        teacher_logits: (M, B, K) or M × (B, K); needed by ST and by ``confidence``.
-        student_feature: (B, D) v.
-        teacher_features: (M, B, D) or M × (B, D) h_m.
-        student_maps, teacher_maps, student_weights, teacher_weights: as in ``gsdm_loss``.
+        student_logits: (B, K) logits o.
+        student_feature: (B, D) segment-averaged feature v.
+        teacher_logits: (B, M, K) z.
+        teacher_features: (B, M, D) fused fc2 features h.
+        student_maps: P unnormalised student maps (B, H_p, W_p) (``weighted_maps``), in autograd.
+        teacher_maps: P unnormalised teacher maps (B, M, h_p, w_p).
         mask: (B, M) bool teacher availability (None: all).
 
     Returns:
-        ``{'loss', 'ce', 'st', 'sp', 'gsdm', 'sp_gram'}``, scalar tensors.
+        ``{'loss', 'ce', 'st', 'sp', 'gsdm', 'sp_gram'}`` scalar tensors, plus ``gsdm_active``
+        (:func:`gsdm_active`) when maps are given.
     """
-    teacher_logits, teacher_features = _stacked(teacher_logits), _stacked(teacher_features)
-    lambdas = {"st": config.lambda_st, "sp": config.lambda_sp,
-               "gsdm": config.lambda_gsdm, "sp_gram": config.lambda_sp_gram}
-    _check_inputs(config, lambdas, teacher_logits, student_feature, teacher_features,
-                  student_maps, teacher_maps)
-    available = _availability(mask, student_logits, teacher_logits, teacher_features,
-                              teacher_maps)  # (B, M) bool
-    # confidence without teacher logits only happens when every term needing it has weight 0
+    inputs = {"teacher_logits": teacher_logits, "student_feature": student_feature,
+              "teacher_features": teacher_features, "student_maps": student_maps,
+              "teacher_maps": teacher_maps}
+    _check_inputs(config, inputs)
+    b = student_logits.shape[0]
+    available = _availability(mask, b, _teacher_count(teacher_logits, teacher_features,
+                                                      teacher_maps), student_logits.device)
     confidence = config.teacher_aggregation == "confidence" and teacher_logits is not None
     a = (teacher_confidence(teacher_logits, labels, available)
          if confidence else available.float())  # (B, M)
@@ -636,25 +738,28 @@ def distillation_terms(
     terms = {"ce": F.cross_entropy(student_logits.float(), labels),
              "st": zero, "sp": zero, "gsdm": zero, "sp_gram": zero}
     if teacher_logits is not None:
-        with _grad_if(lambdas["st"] > 0):
+        with _grad_if(config.lambda_st > 0):
             terms["st"] = _aggregate([_soft_target_per_sample(
-                student_logits, _sanitise(z, available[:, m]), config.temperature)
-                for m, z in enumerate(teacher_logits)], a)
+                student_logits, _sanitise(teacher_logits[:, m], available[:, m]),
+                config.temperature) for m in range(a.shape[1])], a)
     if student_feature is not None and teacher_features is not None:
-        with _grad_if(lambdas["sp"] > 0):
+        with _grad_if(config.lambda_sp > 0):
             terms["sp"] = _aggregate([
-                _mse_per_sample(student_feature, _sanitise(h, available[:, m]))
-                for m, h in enumerate(teacher_features)], a)
+                _mse_per_sample(student_feature, _sanitise(teacher_features[:, m],
+                                                           available[:, m]))
+                for m in range(a.shape[1])], a)
     if student_maps is not None and teacher_maps is not None:
-        with _grad_if(lambdas["gsdm"] > 0 or lambdas["sp_gram"] > 0):
-            s_maps, t_maps = gsdm_maps(student_maps, student_weights, teacher_maps,
-                                       teacher_weights, config.map_norm, config.map_resize)
-        with _grad_if(lambdas["gsdm"] > 0):
+        with _grad_if(config.lambda_gsdm > 0 or config.lambda_sp_gram > 0):
+            s_maps, t_maps = gsdm_maps(student_maps, teacher_maps, config.map_norm,
+                                       config.map_resize)
+        with _grad_if(config.lambda_gsdm > 0):
             terms["gsdm"] = _gsdm_from_maps(s_maps, t_maps, a)
-        with _grad_if(lambdas["sp_gram"] > 0):
+        with _grad_if(config.lambda_sp_gram > 0):
             terms["sp_gram"] = gram_maps_loss(s_maps, t_maps, a)
+        terms["gsdm_active"] = gsdm_active(student_maps, t_maps, available).to(zero.device)
     loss = terms["ce"]
-    for name, weight in lambdas.items():
+    for name in ("st", "sp", "gsdm", "sp_gram"):
+        weight = getattr(config, f"lambda_{name}")
         if weight > 0:
             loss = loss + weight * terms[name]
     return {"loss": loss, **terms}

@@ -43,8 +43,8 @@ def png_size(path: Path) -> tuple[int, int]:
 def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
     base = {
         "data.root": str(root), "data.frame_size": 32, "data.cache_dir": str(tmp / "cache"),
-        "gaf.image_size": 16, "teacher.width": 4, "teacher.epochs": 2, "teacher.batch_size": 4,
-        "student.width": 4, "student.segments": 2, "student.epochs": 2,
+        "gaf.image_size": 16, "teacher.width": 8, "teacher.epochs": 2, "teacher.batch_size": 4,
+        "student.width": 8, "student.segments": 2, "student.epochs": 2,
         "student.batch_size": 4, "student.augment": False, "train.progress": False,
     }
     base.update(overrides)
@@ -75,59 +75,84 @@ def test_a_finished_run_gets_four_valid_pngs(finished_run, tmp_path) -> None:
 
 
 def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) -> None:
+    from sakdn.train.attention import gsdm_plan
     from sakdn.train.data import build_data
     from sakdn.train.loop import RunContext
-    from sakdn.train.student_stage import StudentStage, run_teachers
+    from sakdn.train.student_stage import StudentStage
 
     workdir, config = finished_run
     student, _, _ = load_student(workdir / "models" / "student.pt")
     teachers, _, _ = load_teachers(workdir / "models" / "teachers.pt")
     bundle = build_data(config, log=lambda m: None)
     ctx = RunContext(torch.device("cpu"), False, False, 0, False)
-    for weighting in ("graph", "none"):
+    for weighting in ("ablation_cam", "graph", "none"):
         cfg = config.replace({"distill.ablation_weight": weighting,
                               "distill.gsdm_pairs": "2,3"})
-        stage = StudentStage(cfg, bundle, ctx, teachers)
+        stage = StudentStage(cfg, bundle, ctx, teachers, gsdm_plan(cfg))
         stage.model.load_state_dict(student.state_dict())
-        stage.model.eval()
+        stage.model.eval()  # as the figure draws it
         items = [stage.val_set[i] for i in range(3)]
         batch = torch.utils.data.default_collate(items)
         maps = attention(stage.model, teachers, batch, cfg, bundle.class_vectors,
                          torch.device("cpu"))
-        assert maps.distilled == (1, 2)
-        # the training step's GSDM loss, from the same batch
-        with torch.no_grad():
-            s_out = stage.model(batch["frames"], return_maps=True)
-            t_out = run_teachers(teachers, batch["sensors"], batch["mask"], ablated=True)
-            loss = stage.gsdm(batch["frames"], batch["mask"], s_out, t_out)
+        assert maps.distilled == (1, 2) and maps.weighting == weighting
+        assert sorted(maps.left_out) == [3, 4]  # 1×1 teacher maps at 16-px GAF images
+        assert maps.student[3] is None and all(row[4] is None for row in maps.teachers)
+        terms, _ = stage.distillation_step(batch)  # the training step on the same batch
         shown = torch.stack([maps.distance[m][p] for m in range(len(maps.teachers))
                              for p in maps.distilled])  # (M·P, B), every sensor present
         assert batch["mask"].all()
-        assert float(shown.mean()) == pytest.approx(float(loss), rel=1e-5, abs=1e-7)
+        gsdm = float(terms["gsdm"].detach())
+        assert float(shown.mean()) == pytest.approx(gsdm, rel=1e-5, abs=1e-7)
         if weighting == "none":  # by hand: min-max of the channel-summed activations
-            for p, raw in enumerate(s_out.maps):
-                summed = raw.sum(dim=1).clamp_min(0).numpy()  # (B, H, W), w = 1
+            with torch.no_grad():
+                s_out = stage.model(batch["frames"], return_maps=True)
+            for p in range(3):
+                summed = s_out.maps[p].sum(dim=1).clamp_min(0).numpy()  # (B, H, W), w = 1
                 for i in range(3):
                     a = summed[i]
                     span = max(a.max() - a.min(), 1e-8)
                     np.testing.assert_allclose(maps.student[p][i].numpy(), (a - a.min()) / span,
                                                rtol=1e-5, atol=1e-6)
-            assert any(float(m.max()) > 0 for m in maps.student)  # not trivially all zero
+
+
+def test_every_map_of_the_default_gsdm_variant_shows_a_region(finished_run) -> None:
+    """The default weighting (graph-guided Ablation-CAM) draws no zero or constant map."""
+    from sakdn import losses
+    from sakdn.data.dataset import ClipDataset
+    from sakdn.train.data import build_data
+
+    workdir, config = finished_run
+    assert config.distill.ablation_weight == ExperimentConfig().distill.ablation_weight
+    assert config.distill.ablation_weight == "ablation_cam"
+    student, _, _ = load_student(workdir / "models" / "student.pt")
+    teachers, _, _ = load_teachers(workdir / "models" / "teachers.pt")
+    bundle = build_data(config, log=lambda m: None)
+    clips = ClipDataset(bundle.data, bundle.val, config.student.segments, train=False)
+    batch = torch.utils.data.default_collate([clips[i] for i in pick_clips(clips.labels, 3)])
+    maps = attention(student.eval(), teachers.eval(), batch, config, bundle.class_vectors,
+                     torch.device("cpu"))
+    drawn = [m for m in maps.student if m is not None]
+    drawn += [m for row in maps.teachers for m in row if m is not None]
+    assert len(drawn) == 3 * (1 + 2)  # stages 1-3 (4, 5 are 1×1), student + 2 teachers
+    for m in drawn:
+        assert losses.informative(m).all()  # every clip's map varies in space
 
 
 def fake_attention(clips: int, teachers: int) -> tuple[AttentionMaps, list, dict]:
     """Maps, frames and batch as ``write_trial_figures`` passes them; teacher 1 of clip 0
-    missing, student maps of stage 1 all zero over a uniform gray frame."""
+    missing, student maps of stage 1 all zero over a uniform gray frame, stage 5 left out."""
     g = torch.Generator().manual_seed(0)
-    sizes = (16, 8, 4, 2, 1)
-    student = [torch.rand(clips, s, s, generator=g) for s in sizes]
+    sizes = (16, 8, 4, 2)
+    student = [torch.rand(clips, s, s, generator=g) for s in sizes] + [None]
     student[0].zero_()
     maps = AttentionMaps(
         student=student,
-        teachers=[[torch.rand(clips, s, s, generator=g) for s in sizes] for _ in range(teachers)],
-        distance=[[torch.full((clips,), 0.125 * (m + 1)) for _ in sizes] for m in range(teachers)],
-        student_w=torch.linspace(-1, 1, clips), teacher_w=torch.ones(teachers, clips),
-        distilled=(1, 2),
+        teachers=[[torch.rand(clips, s, s, generator=g) for s in sizes] + [None]
+                  for _ in range(teachers)],
+        distance=[[torch.full((clips,), 0.125 * (m + 1)) for _ in sizes] + [None]
+                  for m in range(teachers)],
+        distilled=(1, 2), left_out={4: "1×1"}, weighting="ablation_cam",
     )
     frames = [np.full((32, 32, 3), 100, np.uint8) for _ in range(clips)]
     mask = torch.ones(clips, teachers, dtype=torch.bool)
@@ -152,12 +177,17 @@ def test_the_attention_figure_is_one_image_with_a_panel_per_clip_teacher_and_sta
         image = fig.axes[0].images[0].get_array()
         texts = [t.get_text() for t in fig.axes[0].texts]
         rows = clips * (1 + teachers)
-        assert len(texts) == rows * (1 + len(STAGES)) + 1  # a label per panel, the title
+        missing = 1 if teachers > 1 else 0
+        # a label per panel, the title, and the text of each blank panel: stage 5 in every
+        # row, and the missing sensor's GAF image
+        assert len(texts) == rows * (1 + len(STAGES)) + 1 + rows + missing
+        assert texts.count("1×1 map:\nno GSDM") == rows
         assert texts.count("conv2 · GSDM") == clips and texts.count("conv1") == clips
-        assert "left\nstudent  w=-1.000" in texts
-        assert texts.count(f"D={0.125 * teachers:.3f}") == clips * len(STAGES)
-        if teachers > 1:
-            assert "teacher s1\nmissing" in texts and "teacher s1\nw=+1.000" in texts
+        assert "left\nstudent" in texts and "ablation_cam weighting" in texts[-1]
+        assert texts.count(f"D={0.125 * teachers:.3f}") == clips * 4  # the last sensor: all
+        if teachers > 1:  # sensor 1 is missing in clip 0: no image, no distance
+            assert texts.count("missing") == 1 and texts.count("teacher s1") == clips
+            assert texts.count(f"D={0.25:.3f}") == (clips - 1) * 4
         path = tmp_path / f"attention_{clips}_{teachers}.png"
         fig.savefig(path, dpi=fig.dpi)
         sizes[clips, teachers] = png_size(path)

@@ -246,3 +246,15 @@ def _read_state_dict(path: str, key: str) -> Mapping[str, Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(key, path, "must hold a state dict (a mapping of names to tensors)")
     return state
+
+
+def stage_sizes(name: str, width: int, side: int) -> list[tuple[int, int]]:
+    """(H, W) of the five stage outputs for a ``side`` × ``side`` input, computed on the meta
+    device (shapes only: no weights are allocated, nothing is computed)."""
+    if name not in BACKBONES:
+        raise ConfigError("backbone", name, "unknown backbone; choose from " + ", ".join(BACKBONES))
+    with torch.device("meta"):
+        parts = BACKBONES[name](width)
+        backbone = Backbone(name, parts.stages, parts.channels, parts.min_size).eval()
+        outs = backbone.forward_intermediates(torch.empty(1, 3, side, side))
+    return [(int(o.shape[-2]), int(o.shape[-1])) for o in outs]

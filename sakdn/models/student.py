@@ -31,11 +31,14 @@ class StudentOutput:
     logits: (B, K) clip logits o.
     semantic: (B, D) segment-averaged per-frame feature v.
     maps: the five stage maps (B, C_i, H_i, W_i) averaged over segments, or [] when not asked.
+    segment_maps: the same stage outputs per segment, (B·S, C_i, H_i, W_i), or []: what a
+        channel is zeroed in for the GSDM ablation analysis (every segment of a clip).
     """
 
     logits: Tensor
     semantic: Tensor
     maps: list[Tensor] = field(default_factory=list)
+    segment_maps: list[Tensor] = field(default_factory=list)
 
 
 class Student(nn.Module):
@@ -106,7 +109,8 @@ class Student(nn.Module):
         pooled = stage_maps[-1].mean(dim=(2, 3))  # (B·S, C)
         f = self.fc(self.dropout(pooled)).view(b, s, -1)  # (B, S, D)
         maps = [m.view(b, s, *m.shape[1:]).mean(dim=1) for m in stage_maps] if return_maps else []
-        return StudentOutput(logits=self.consensus(f), semantic=f.mean(dim=1), maps=maps)
+        return StudentOutput(logits=self.consensus(f), semantic=f.mean(dim=1), maps=maps,
+                             segment_maps=stage_maps if return_maps else [])
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Optimizer groups: weight decay on weights, none on biases and BN parameters."""

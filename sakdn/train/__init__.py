@@ -19,6 +19,7 @@ from sakdn.config import ExperimentConfig, dump_yaml
 from sakdn.seeding import derive_seed, seed_everything
 from sakdn.train import checkpoint as ckpt
 from sakdn.train.data import DataBundle, build_data
+from sakdn.train.attention import gsdm_plan
 from sakdn.train.loop import Callback, EpochReport, RunContext, resolve_device
 from sakdn.data.dataset import ClipDataset, RecordingDataset
 from sakdn.train.student_stage import StudentStage, outputs_salt, student_gflops
@@ -38,6 +39,7 @@ class TrainResult:
     student_path: Path | None = None
     teacher_cache_hit: bool | None = None
     workdir: Path | None = None
+    effective: dict[str, str] = field(default_factory=dict)  # keys that could not apply as set
 
 
 def _noop(_: EpochReport) -> None:
@@ -78,6 +80,9 @@ def train(
         log=log,
     )
     started = time.time()
+    plan = gsdm_plan(config)  # a GSDM that cannot act fails here, before any training
+    for note in plan.notes():
+        log(note)
     bundle = build_data(config, final=final, log=log)
     resume = _load_resume(workdir, config, log)
     history: list[dict[str, Any]] = list(resume["history"]) if resume else []
@@ -86,9 +91,9 @@ def train(
     outputs = None  # the store's outputs of this teacher set (reused by every trial that hits it)
     if teacher_store and hit is not None and config.train.cache_teacher_outputs:
         key = teacher_key(config, bundle.data.manifest["key"])
-        outputs = TeacherStore(teacher_store).outputs(key, outputs_salt(ctx))
+        outputs = TeacherStore(teacher_store).outputs(key, outputs_salt(ctx, config, plan))
     student_stage = _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
-                                   outputs)
+                                   plan, outputs)
 
     metrics = _summary(config, bundle, ctx, teachers, student_stage, history, final)
     metrics["time/seconds"] = time.time() - started
@@ -98,7 +103,8 @@ def train(
     teacher_path = ckpt.save_model(models / ckpt.TEACHERS_NAME, teachers, config, meta)
     student_path = ckpt.save_model(models / ckpt.STUDENT_NAME, student_stage.model, config, meta)
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return TrainResult(metrics, history, teacher_path, student_path, hit, workdir)
+    return TrainResult(metrics, history, teacher_path, student_path, hit, workdir,
+                       plan.effective())
 
 
 def _load_resume(workdir: Path, config: ExperimentConfig, log) -> dict[str, Any] | None:
@@ -170,11 +176,11 @@ def _train_teachers(stage: TeacherStage, config, callback, workdir, resume, hist
 
 
 def _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
-                   outputs=None) -> StudentStage:
+                   plan, outputs=None) -> StudentStage:
     # The student's initial weights must not depend on how the teachers came about (trained
     # here, reused from the store, or resumed): seed its construction on its own.
     torch.manual_seed(derive_seed(config.train.seed, "student", "init"))
-    stage = StudentStage(config, bundle, ctx, teachers, outputs)
+    stage = StudentStage(config, bundle, ctx, teachers, plan, outputs)
     start = 0
     if resume and resume["stage"] == "student" and resume["epoch"] > 0:
         stage.load_state(resume["student_stage"])
@@ -219,7 +225,8 @@ def _summary(config, bundle, ctx, teachers, stage: StudentStage, history, final)
     if len(split):
         recordings = RecordingDataset(bundle.data, split)
         names = bundle.index.sensor_names
-        metrics.update(evaluate_teachers(teachers, recordings, config, ctx, names, name))
+        metrics.update(evaluate_teachers(teachers, recordings, config, ctx, names, name,
+                                         bundle.class_vectors))
         metrics.update(
             stage.evaluate(
                 ClipDataset(bundle.data, split, config.student.segments, train=False), name

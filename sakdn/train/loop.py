@@ -160,9 +160,10 @@ def make_schedule(
 
 
 def check_finite(stage: str, epoch: int, terms: dict[str, torch.Tensor]) -> None:
-    """Stop the run with TrialDiverged when any loss term is NaN or infinite."""
-    for name, value in terms.items():
-        v = float(value.detach())
+    """Stop the run with TrialDiverged when any loss term is NaN or infinite; the total comes
+    last, so the error names the term that went wrong."""
+    for name in sorted(terms, key=lambda n: n == "loss"):
+        v = float(terms[name].detach())
         if not math.isfinite(v):
             raise TrialDiverged(stage, epoch, name, v)
 

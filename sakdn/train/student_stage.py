@@ -1,19 +1,20 @@
 """Stage 2: distil the frozen teachers into the video student.
 
-L_S = CE(o, y) + λ_ST·ST + λ_SP·SP + λ_GSDM·GSDM (+ λ_Gram·batch-Gram), method doc §6.1.
+L_S = CE(o, y) + λ_ST·ST + λ_SP·SP + λ_GSDM·GSDM (+ λ_Gram·batch-Gram), method doc §6.1: the
+stage gathers each batch's inputs and calls ``losses.student_objective``, nothing else.
 
 Fixes of the reference code (method doc §8), each where it happens below:
 - P1: the student's clip and the teachers' sensor images come from the same recording.
 - P2: GSDM keeps the student side in autograd (only the teacher side is detached).
-- P10/P11: the ablated (zero-input) passes run separately under ``no_grad``; the student's
-  ablated pass runs in eval mode so its BatchNorm statistics are untouched, and the teachers'
-  real features are computed on the real batch alone (as in teacher training).
+- P10/P11: ablated (zero-input) passes, where the GSDM weighting needs them, run separately
+  under ``no_grad``; the student's in eval mode so its BatchNorm statistics are untouched, and
+  the teachers' real features are computed on the real batch alone (as in teacher training).
 
 Everything the frozen teachers contribute to a batch (:class:`TeacherBatch`: logits, fc2
-features, the logits of their ablated pass, the channel sums of their stage maps) is a function
-of the teacher set and the batch's samples in order; with a stored teacher set it is read from
-the store's :class:`~sakdn.train.teacher_store.TeacherOutputs` instead of recomputed. The
-student's own ablated pass depends on the student's current weights and always runs.
+features and their weighted GSDM maps) is a function of the teacher set, the GSDM settings and
+the batch's samples in order; with a stored teacher set it is read from the store's
+:class:`~sakdn.train.teacher_store.TeacherOutputs` instead of recomputed. The student's own maps
+depend on its current weights and are always computed.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sakdn import losses
-from sakdn.config import ExperimentConfig, parse_subset
+from sakdn.config import ExperimentConfig
 from sakdn.data.dataset import ClipDataset
 from sakdn.models.student import Student
 from sakdn.models.teacher import TeacherEnsemble
+from sakdn.train.attention import GSDMPlan, maps_salt, student_maps, teacher_maps
 from sakdn.train.data import DataBundle
 from sakdn.train.loop import (
     RunContext,
@@ -46,8 +47,8 @@ from sakdn.train.metrics import topk_correct
 from sakdn.train.teacher_store import Layout, TeacherOutputs
 
 STAGE = "student"
-PAIRS = ("1", "2", "3", "4", "5")
-OUTPUTS_FORMAT = "1"  # bump when TeacherBatch's stored fields change
+GRAD_RATIO_EVERY = 5  # gsdm_grad_ratio: batches 0, 5, 10, … of each epoch
+OUTPUTS_FORMAT = "2"  # bump when TeacherBatch's stored fields change
 
 
 @dataclass
@@ -57,24 +58,22 @@ class TeacherBatch:
     Attributes:
         logits: (B, M, K) float32 teacher logits.
         semantic: (B, M, D) float32 fused fc2 features.
-        ablated: (B, M, K) float32 logits of the all-zero-input pass (GSDM weights), or None.
-        maps: per conv stage (5), (B, M, H, W) float32 channel sums Σ_c A of the fused stage
-            output: all that GSDM needs of a teacher map, since its weight w_i is per sample.
+        maps: per GSDM layer pair in use, (B, M, H, W) float32 unnormalised weighted maps
+            (``attention.teacher_maps``); [] when GSDM is off.
     """
 
     logits: torch.Tensor
     semantic: torch.Tensor
-    ablated: torch.Tensor | None
     maps: list[torch.Tensor]
 
     def layout(self) -> Layout:
-        fields = [("logits", self.logits), ("semantic", self.semantic), ("ablated", self.ablated)]
-        fields += [(f"map{p + 1}", m) for p, m in enumerate(self.maps)]
+        fields = [("logits", self.logits), ("semantic", self.semantic)]
+        fields += [(f"map{p}", m) for p, m in enumerate(self.maps)]
         return [(name, tuple(int(n) for n in t.shape[1:])) for name, t in fields]
 
     def pack(self) -> np.ndarray:
         """(B, F) float32: every field flattened per sample, in ``layout`` order."""
-        parts = [self.logits, self.semantic, self.ablated, *self.maps]
+        parts = [self.logits, self.semantic, *self.maps]
         return torch.cat([t.detach().float().flatten(1) for t in parts], dim=1).cpu().numpy()
 
     @classmethod
@@ -85,29 +84,31 @@ class TeacherBatch:
             width = int(np.prod(shape))
             tensors[name] = flat[:, start:start + width].reshape(-1, *shape).contiguous()
             start += width
-        maps = [tensors[f"map{p + 1}"] for p in range(len(layout) - 3)]
-        return cls(tensors["logits"], tensors["semantic"], tensors["ablated"], maps)
+        maps = [tensors[f"map{p}"] for p in range(len(layout) - 2)]
+        return cls(tensors["logits"], tensors["semantic"], maps)
 
 
-def outputs_salt(ctx: RunContext) -> str:
-    """What, besides the teacher set and the batch, changes the teachers' floating-point
-    outputs: device, bf16 autocast, memory format, CPU threads, the stored format."""
+def outputs_salt(ctx: RunContext, config: ExperimentConfig, plan: GSDMPlan) -> str:
+    """What, besides the teacher set and the batch, changes the teachers' stored outputs:
+    device, bf16 autocast, memory format, CPU threads, the stored format, the GSDM maps."""
     amp = ctx.amp and ctx.device.type == "cuda"
     return (f"format={OUTPUTS_FORMAT}|device={ctx.device.type}|amp={amp}"
-            f"|channels_last={ctx.channels_last}|threads={torch.get_num_threads()}")
+            f"|channels_last={ctx.channels_last}|threads={torch.get_num_threads()}"
+            f"|{maps_salt(config, plan)}")
 
 
-@torch.no_grad()
 def run_teachers(
-    teachers: TeacherEnsemble, sensors: torch.Tensor, mask: torch.Tensor, ablated: bool
+    teachers: TeacherEnsemble, sensors: torch.Tensor, mask: torch.Tensor,
+    config: ExperimentConfig, class_vectors: torch.Tensor | None, plan: GSDMPlan,
 ) -> TeacherBatch:
-    """The teachers' forward pass on the real batch alone (P11) and, with ``ablated``, on its
-    all-zero copy; the same batch composition as the student's (SPAMFM is batch-dependent)."""
-    out = teachers(sensors, mask)
-    maps = [torch.stack([t.float().sum(dim=1, dtype=torch.float32) for t in stage], dim=1)
-            for stage in out.stages]  # each (B, M, H, W)
-    abl = teachers(torch.zeros_like(sensors), mask).logits.float() if ablated else None
-    return TeacherBatch(out.logits.float(), out.semantic.float(), abl, maps)
+    """The teachers' outputs on the real batch alone (P11), with their GSDM maps when the plan
+    needs them; the same batch composition as the student's (SPAMFM is batch-dependent)."""
+    if not plan.active:
+        with torch.no_grad():
+            out = teachers(sensors, mask)
+        return TeacherBatch(out.logits.float(), out.semantic.float(), [])
+    out, maps = teacher_maps(teachers, sensors, mask, config, class_vectors, plan.pairs)
+    return TeacherBatch(out.logits.float(), out.semantic.float(), [m.float() for m in maps])
 
 
 class _WithIndex(Dataset):
@@ -143,9 +144,10 @@ class StudentStage(StageState):
         bundle: DataBundle,
         ctx: RunContext,
         teachers: TeacherEnsemble,
+        plan: GSDMPlan,
         outputs: TeacherOutputs | None = None,
     ) -> None:
-        self.config, self.bundle, self.ctx = config, bundle, ctx
+        self.config, self.bundle, self.ctx, self.plan = config, bundle, ctx, plan
         self.outputs = outputs  # stored teacher outputs of this teacher set, or None
         sc = config.student
         self.teachers = teachers.to(ctx.device).eval()
@@ -171,7 +173,6 @@ class StudentStage(StageState):
             if vectors is not None
             else None
         )
-        self.pairs = [PAIRS.index(p) for p in parse_subset(config.distill.gsdm_pairs, PAIRS)]
         self.best_acc = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -189,12 +190,16 @@ class StudentStage(StageState):
         )
         self.model.train()
         sums: dict[str, float] = {}
+        ratios: list[float] = []
         correct = seen = 0
-        for batch in progress_bar(loader, len(loader), f"student {epoch}", ctx.progress):
+        for i, batch in enumerate(progress_bar(loader, len(loader), f"student {epoch}",
+                                               ctx.progress)):
             batch = ctx.to_device(batch)
             with ctx.autocast():
                 terms, logits = self.distillation_step(batch)
             check_finite(STAGE, epoch, terms)
+            if i % GRAD_RATIO_EVERY == 0 and self.config.distill.lambda_gsdm > 0:
+                ratios.append(self.gsdm_grad_ratio(terms))
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
@@ -203,65 +208,45 @@ class StudentStage(StageState):
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
             correct += topk_correct(logits.detach(), batch["label"], 1)
             seen += n
-        return self.end_epoch("student", sums, correct, seen)
+        metrics = self.end_epoch("student", sums, correct, seen)
+        if ratios:
+            metrics["student/gsdm_grad_ratio"] = float(np.mean(ratios))
+        return metrics
 
     def distillation_step(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One batch's named loss terms {'loss', 'ce', 'st', 'sp', 'gsdm', 'sp_gram'}."""
-        dc = self.config.distill
-        frames, mask, labels = batch["frames"], batch["mask"], batch["label"]
-        need_maps = dc.lambda_gsdm > 0 and bool(self.pairs)
-        t_out = self.teacher_batch(batch, ablated=need_maps and self._ablation_variant() != "none")
-        s_out = self.model(frames, return_maps=need_maps)
-        t_logits, t_sem = t_out.logits, t_out.semantic  # (B, M, K), (B, M, D)
-        weights = teacher_weights(t_logits, labels, mask, dc.teacher_aggregation)  # (B, M)
-        terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(s_out.logits.float(), labels)}
-        zero = s_out.logits.new_zeros(()).float()
-        terms["st"] = (
-            weighted_over_teachers(
-                lambda m, rows: losses.soft_target(
-                    s_out.logits.float()[rows], t_logits[rows, m], dc.temperature
-                ),
-                weights,
-            )
-            if dc.lambda_st > 0
-            else zero
-        )
-        terms["sp"] = (
-            weighted_over_teachers(
-                lambda m, rows: losses.semantic_match(s_out.semantic.float()[rows], t_sem[rows, m]),
-                weights,
-            )
-            if dc.lambda_sp > 0
-            else zero
-        )
-        terms["sp_gram"] = (
-            weighted_over_teachers(
-                lambda m, rows: losses.similarity_preserving(
-                    s_out.semantic.float()[rows], t_sem[rows, m]
-                ),
-                weights,
-            )
-            if dc.lambda_sp_gram > 0
-            else zero
-        )
-        terms["gsdm"] = self.gsdm(frames, mask, s_out, t_out) if need_maps else zero
-        terms["loss"] = (
-            terms["ce"]
-            + dc.lambda_st * terms["st"]
-            + dc.lambda_sp * terms["sp"]
-            + dc.lambda_gsdm * terms["gsdm"]
-            + dc.lambda_sp_gram * terms["sp_gram"]
+        """Gather one batch's inputs and evaluate ``losses.student_objective`` on them."""
+        frames, mask = batch["frames"], batch["mask"]
+        t_out = self.teacher_batch(batch)
+        s_out = self.model(frames, return_maps=self.plan.active)
+        s_maps = (student_maps(self.model, frames, s_out, self.config, self.class_vectors,
+                               self.plan.pairs) if self.plan.active else None)
+        terms = losses.student_objective(
+            self.config.distill, batch["label"], s_out.logits,
+            student_feature=s_out.semantic, teacher_logits=t_out.logits,
+            teacher_features=t_out.semantic, student_maps=s_maps,
+            teacher_maps=t_out.maps if self.plan.active else None, mask=mask,
         )
         return terms, s_out.logits
 
-    def teacher_batch(self, batch: dict[str, torch.Tensor], ablated: bool) -> TeacherBatch:
+    def gsdm_grad_ratio(self, terms: dict[str, torch.Tensor]) -> float:
+        """‖∇(λ_GSDM · GSDM)‖ / ‖∇ CE‖ over the student's trainable parameters on one batch:
+        how strongly GSDM steers the student next to the task loss."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norms = []
+        for term in (self.config.distill.lambda_gsdm * terms["gsdm"], terms["ce"]):
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+        return float(norms[0] / norms[1].clamp_min(1e-12))
+
+    def teacher_batch(self, batch: dict[str, torch.Tensor]) -> TeacherBatch:
         """The teachers' outputs on this batch: read from the stored outputs when a batch with
         the same samples in the same order was computed before, else computed (and stored)."""
         sensors, mask = batch["sensors"], batch["mask"]
         if self.outputs is None or "index" not in batch:
-            return run_teachers(self.teachers, sensors, mask, ablated)
+            return run_teachers(self.teachers, sensors, mask, self.config, self.class_vectors,
+                                self.plan)
         rows = self.train_set.rows[batch["index"].cpu().numpy()]
         key = self.outputs.key(rows)
         stored = self.outputs.load(key)
@@ -269,47 +254,10 @@ class StudentStage(StageState):
             self.outputs.hits += 1
             return TeacherBatch.unpack(stored, self.outputs.layout(), self.ctx.device)
         self.outputs.misses += 1
-        computed = run_teachers(self.teachers, sensors, mask, ablated=True)
+        computed = run_teachers(self.teachers, sensors, mask, self.config, self.class_vectors,
+                                self.plan)
         self.outputs.save(key, computed.pack(), computed.layout())
         return computed
-
-    def _ablation_variant(self) -> str:
-        variant = self.config.distill.ablation_weight
-        if variant in ("plain", "graph") and self.class_vectors is None:
-            return "prob_drop"  # no class vectors (semantics.provider none)
-        return variant
-
-    def gsdm(self, frames, mask, s_out, t_out: TeacherBatch) -> torch.Tensor:
-        """Graph-guided semantically discriminative map loss (method doc §6.3–6.4)."""
-        dc = self.config.distill
-        variant = self._ablation_variant()
-        b, m_count = t_out.logits.shape[:2]
-        if variant == "none":
-            s_w = frames.new_ones(b).float()
-            t_w = frames.new_ones(m_count, b).float()
-        else:
-            with torch.no_grad():
-                was_training = self.model.training
-                self.model.eval()  # the ablated pass never updates BatchNorm statistics (P10)
-                s_abl = self.model(torch.zeros_like(frames)).logits.float()
-                self.model.train(was_training)
-            kw = dict(
-                class_vectors=self.class_vectors, variant=variant, relu=dc.ablation_relu,
-                sigma2=dc.graph_sigma2,
-            )
-            s_w = losses.ablation_weights(s_out.logits.detach().float(), s_abl, **kw)
-            t_w = torch.stack(
-                [
-                    losses.ablation_weights(t_out.logits[:, m], t_out.ablated[:, m], **kw)
-                    for m in range(m_count)
-                ]
-            )
-        student_maps = [s_out.maps[p].float() for p in self.pairs]
-        teacher_maps = [[t_out.maps[p][:, m] for p in self.pairs] for m in range(m_count)]
-        return losses.gsdm_loss(
-            student_maps, s_w, teacher_maps, t_w, mask, map_norm=dc.map_norm,
-            map_resize=dc.map_resize,
-        )
 
     def finish(self) -> None:
         super().finish()
@@ -327,34 +275,6 @@ class StudentStage(StageState):
         if self.bundle.num_classes > 5:
             metrics[f"student/{split}_top5"] = topk_correct(logits, labels, 5) / max(len(labels), 1)
         return metrics
-
-
-
-def teacher_weights(
-    t_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, mode: str
-) -> torch.Tensor:
-    """(B, M) weights of each present teacher per sample, summing to 1 over teachers.
-
-    ``mean``: uniform over the present teachers (method doc §6.1); ``confidence``: each
-    teacher weighted by its probability of the true class.
-    """
-    present = mask.float()
-    if mode == "confidence":
-        p_true = t_logits.softmax(-1).gather(-1, labels[:, None, None].expand(-1, t_logits.shape[1], 1))
-        raw = p_true[..., 0] * present
-    else:
-        raw = present
-    return raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def weighted_over_teachers(term, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_m (mean over the batch of w_bm) · term_m, each term on the rows where m is present."""
-    total = weights.new_zeros(())
-    for m in range(weights.shape[1]):
-        rows = weights[:, m] > 0
-        if rows.any():
-            total = total + weights[:, m].mean() * term(m, rows)
-    return total
 
 
 @torch.no_grad()

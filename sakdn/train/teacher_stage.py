@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sakdn.config import ExperimentConfig
@@ -89,20 +91,44 @@ class TeacherStage(StageState):
 
     def evaluate(self, dataset: RecordingDataset, split: str) -> dict[str, float]:
         return evaluate_teachers(
-            self.model, dataset, self.config, self.ctx, self.bundle.index.sensor_names, split
+            self.model, dataset, self.config, self.ctx, self.bundle.index.sensor_names, split,
+            self.bundle.class_vectors,
         )
 
 
 
 @torch.no_grad()
-def evaluate_teachers(model, dataset, config, ctx, sensor_names, split: str) -> dict[str, float]:
-    """Fused and per-sensor accuracy; batches in index order at the training batch size
-    (SPAMFM is batch-dependent, so evaluation batches are fixed and documented)."""
-    logits, labels, masks = predict_teachers(model, dataset, config, ctx)
-    metrics = {f"teacher/{split}_acc": accuracy(fused_logits(logits, masks), labels)}
+def evaluate_teachers(
+    model, dataset, config, ctx, sensor_names, split: str, class_vectors=None
+) -> dict[str, float]:
+    """Fused and per-sensor accuracy, and how close the fused fc2 features come to the class
+    vectors; batches in index order at the training batch size (SPAMFM is batch-dependent, so
+    evaluation batches are fixed and documented)."""
+    pred = predict_teachers(model, dataset, config, ctx)
+    metrics = {f"teacher/{split}_acc": accuracy(fused_logits(pred.logits, pred.mask), pred.labels)}
     for m, name in enumerate(sensor_names):
-        metrics[f"teacher/{split}_acc_{name}"] = accuracy(logits[:, m], labels)
+        metrics[f"teacher/{split}_acc_{name}"] = accuracy(pred.logits[:, m], pred.labels)
+    if class_vectors is not None and len(pred.labels):
+        key = "teacher/semantic_r2" if split == "val" else f"teacher/{split}_semantic_r2"
+        metrics[key] = semantic_r2(pred.semantic, pred.labels, pred.mask,
+                                   torch.as_tensor(class_vectors, dtype=torch.float32))
     return metrics
+
+
+def semantic_r2(
+    semantic: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor
+) -> float:
+    """R² = 1 − Σ ‖h − e_y‖² / Σ ‖e_y‖² over the present (sample, teacher) pairs.
+
+    The share of the class vectors' energy the fused fc2 features h reproduce: 1 when h = e_y,
+    0 when h is no closer than h = 0, negative when further. The SP loss pulls the student
+    towards h, so h must be near e_y for SP to carry the class semantics.
+    """
+    e = vectors[labels][:, None, :].expand_as(semantic)  # (N, M, D)
+    keep = mask.bool()[..., None].float()
+    residual = ((semantic.float() - e) ** 2 * keep).sum()
+    energy = (e**2 * keep).sum()
+    return float(1.0 - residual / energy.clamp_min(1e-12))
 
 
 def fused_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -116,17 +142,28 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return topk_correct(logits, labels, 1) / max(len(labels), 1)
 
 
+class TeacherPredictions(NamedTuple):
+    """Teacher outputs over a dataset in index order."""
+
+    logits: torch.Tensor  # (N, M, K)
+    semantic: torch.Tensor  # (N, M, D) fused fc2 features
+    labels: torch.Tensor  # (N,)
+    mask: torch.Tensor  # (N, M) bool
+
+
 @torch.no_grad()
-def predict_teachers(model, dataset, config: ExperimentConfig, ctx: RunContext):
-    """Logits (N, M, K), labels (N,), masks (N, M) over a dataset in index order."""
+def predict_teachers(model, dataset, config: ExperimentConfig, ctx: RunContext) -> TeacherPredictions:
+    """Every recording's teacher outputs, batched in index order at the training batch size."""
     model.eval()
     loader = make_loader(dataset, config.teacher.batch_size, False, 0, 0, ctx.device)
-    logits, labels, masks = [], [], []
+    logits, semantic, labels, masks = [], [], [], []
     for batch in loader:
         batch = ctx.to_device(batch)
         with ctx.autocast():
             out = model(batch["sensors"], batch["mask"])
         logits.append(out.logits.float().cpu())
+        semantic.append(out.semantic.float().cpu())
         labels.append(batch["label"].cpu())
         masks.append(batch["mask"].cpu())
-    return torch.cat(logits), torch.cat(labels), torch.cat(masks)
+    return TeacherPredictions(torch.cat(logits), torch.cat(semantic), torch.cat(labels),
+                              torch.cat(masks))

@@ -13,6 +13,7 @@ import torch
 from sakdn.config import ExperimentConfig
 from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train import train
+from sakdn.train.attention import gsdm_plan
 from sakdn.train.data import build_data
 from sakdn.train.student_stage import TeacherBatch, run_teachers
 from sakdn.train.teacher_stage import build_teachers
@@ -51,20 +52,19 @@ def student_history(result) -> list[dict]:
     return [h["metrics"] for h in result.history if h["stage"] == "student"]
 
 
+@pytest.mark.parametrize("weighting, passes", [("graph", 2), ("ablation_cam", 1)])
 def test_a_store_hit_reads_every_batch_and_trains_the_same_student(
-    tiny_root, tmp_path, monkeypatch
+    tiny_root, tmp_path, monkeypatch, weighting, passes
 ) -> None:
     logs: list[str] = []
-    plain = train(tiny_config(tiny_root, tmp_path), workdir=tmp_path / "plain",
-                  log=lambda m: None)
+    config = tiny_config(tiny_root, tmp_path, **{"distill.ablation_weight": weighting})
+    plain = train(config, workdir=tmp_path / "plain", log=lambda m: None)
     store = tmp_path / "store"
-    miss = train(tiny_config(tiny_root, tmp_path), workdir=tmp_path / "miss",
-                 teacher_store=store, log=logs.append)
+    miss = train(config, workdir=tmp_path / "miss", teacher_store=store, log=logs.append)
     calls = TeacherCalls(monkeypatch)
-    hit = train(tiny_config(tiny_root, tmp_path), workdir=tmp_path / "hit",
-                teacher_store=store, log=logs.append)
+    hit = train(config, workdir=tmp_path / "hit", teacher_store=store, log=logs.append)
     calls_hit, calls.student_stage = calls.student_stage, 0
-    off = train(tiny_config(tiny_root, tmp_path, **{"train.cache_teacher_outputs": False}),
+    off = train(config.replace({"train.cache_teacher_outputs": False}),
                 workdir=tmp_path / "off", teacher_store=store, log=lambda m: None)
 
     assert miss.teacher_cache_hit is False and hit.teacher_cache_hit is True
@@ -72,8 +72,9 @@ def test_a_store_hit_reads_every_batch_and_trains_the_same_student(
               if "student batches" in m]
     (computed, batches), (read, batches_hit) = counts
     assert int(batches) == int(batches_hit) > 0 and computed == "0" and read == batches
-    # without stored outputs the same run makes two teacher passes per batch (real + ablated)
-    assert calls.student_stage - calls_hit == 2 * int(batches)
+    # without stored outputs the same run makes its teacher passes per batch: real + ablated
+    # (graph), or one pass with the score's gradient (ablation_cam)
+    assert calls.student_stage - calls_hit == passes * int(batches)
     for other in (miss, hit, off):
         assert student_history(other) == student_history(plain)
         assert other.metrics["student/val_acc"] == plain.metrics["student/val_acc"]
@@ -107,8 +108,10 @@ def test_teacher_outputs_depend_on_the_batch_through_the_spamfm_graph(tiny_root,
         items = [bundle.data.sensors(r) for r in range(8)]
         sensors = torch.stack([torch.from_numpy(np.asarray(s, np.float32)) for s, _ in items])
         mask = torch.stack([torch.from_numpy(m.copy()) for _, m in items])
-        whole = run_teachers(teachers, sensors, mask, ablated=True)
-        half = run_teachers(teachers, sensors[:4], mask[:4], ablated=True)
+        plan = gsdm_plan(config)
+        vectors = torch.as_tensor(bundle.class_vectors)
+        whole = run_teachers(teachers, sensors, mask, config, vectors, plan)
+        half = run_teachers(teachers, sensors[:4], mask[:4], config, vectors, plan)
         differs = not torch.allclose(whole.logits[:4], half.logits, atol=1e-5)
         assert differs == batch_dependent
 
@@ -117,8 +120,7 @@ def test_a_stored_batch_round_trips_exactly(tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
     batch = TeacherBatch(
         logits=torch.randn(5, 2, 3, generator=g), semantic=torch.randn(5, 2, 4, generator=g),
-        ablated=torch.randn(5, 2, 3, generator=g),
-        maps=[torch.randn(5, 2, s, s, generator=g) for s in (8, 4, 2, 1, 1)],
+        maps=[torch.randn(5, 2, s, s, generator=g) for s in (8, 4, 2)],
     )
     outputs = TeacherStore(tmp_path / "store").outputs("teachers", salt="cpu")
     rows = np.array([4, 0, 3, 1, 2])
@@ -129,8 +131,8 @@ def test_a_stored_batch_round_trips_exactly(tmp_path) -> None:
     assert TeacherOutputs(outputs.directory, salt="cuda").key(rows) != key
     fresh = TeacherOutputs(outputs.directory, salt="cpu")  # another run reading it
     back = TeacherBatch.unpack(fresh.load(key), fresh.layout(), torch.device("cpu"))
-    for name in ("logits", "semantic", "ablated"):
+    for name in ("logits", "semantic"):
         assert torch.equal(getattr(back, name), getattr(batch, name))
-    assert all(torch.equal(x, y) for x, y in zip(back.maps, batch.maps))
+    assert len(back.maps) == 3 and all(torch.equal(x, y) for x, y in zip(back.maps, batch.maps))
     with pytest.raises(ValueError, match="teacher outputs"):
         outputs.save(key, batch.pack()[:, :-1], batch.layout())

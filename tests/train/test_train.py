@@ -11,6 +11,7 @@ import torch
 from sakdn.config import ExperimentConfig
 from sakdn.errors import TrialDiverged
 from sakdn.train import EpochReport, load_student, load_teachers, train
+from sakdn.train.attention import gsdm_plan
 from sakdn.train.data import build_data
 from sakdn.train.loop import RunContext
 from sakdn.train.student_stage import StudentStage
@@ -45,15 +46,16 @@ def quiet(_: str) -> None:
 
 
 def test_gsdm_alone_trains_the_student_path_and_never_the_teachers(tiny_root, tmp_path) -> None:
-    # 64-px frames: the last stage map is 2×2 (a 1×1 map has no spatial attention to match).
+    # 64-px frames and GAF images: the last stage maps are 2×2 (1×1 pairs are left out).
     config = tiny_config(
         tiny_root, tmp_path, **{"distill.lambda_st": 0.0, "distill.lambda_sp": 0.0,
-                                "distill.ablation_weight": "none", "data.frame_size": 64}
+                                "distill.ablation_weight": "none", "data.frame_size": 64,
+                                "gaf.image_size": 64}
     )
     bundle = build_data(config, log=quiet)
     ctx = RunContext(torch.device("cpu"), False, False, 0, False)
     teachers = build_teachers(config, bundle)
-    stage = StudentStage(config, bundle, ctx, teachers)
+    stage = StudentStage(config, bundle, ctx, teachers, gsdm_plan(config))
     stage.model.train()
     batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
     terms, _ = stage.distillation_step(batch)
@@ -72,7 +74,7 @@ def test_ablated_pass_leaves_student_batchnorm_statistics_alone(tiny_root, tmp_p
     config = tiny_config(tiny_root, tmp_path, **{"distill.ablation_weight": "prob_drop"})
     bundle = build_data(config, log=quiet)
     ctx = RunContext(torch.device("cpu"), False, False, 0, False)
-    stage = StudentStage(config, bundle, ctx, build_teachers(config, bundle))
+    stage = StudentStage(config, bundle, ctx, build_teachers(config, bundle), gsdm_plan(config))
     stage.model.train()
     batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
     initial = copy.deepcopy(stage.model.state_dict())
@@ -148,7 +150,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
 def test_nan_loss_stops_with_trial_diverged(tiny_root, tmp_path, monkeypatch) -> None:
     from sakdn import losses
 
-    monkeypatch.setattr(losses, "semantic_match", lambda s, t: s.sum() * float("nan"))
+    monkeypatch.setattr(losses, "_mse_per_sample", lambda s, t: s.sum(dim=1) * float("nan"))
     with pytest.raises(TrialDiverged) as info:
         train(tiny_config(tiny_root, tmp_path), log=quiet)
     assert info.value.stage == "student" and info.value.epoch == 1 and info.value.term == "sp"
