@@ -199,8 +199,8 @@ def missing_error(resolved: ResolvedWeights) -> ConfigError:
     return ConfigError(
         resolved.key, resolved.spec,
         f"{resolved.backbone} weights {resolved.enum_name} not found: expected the file "
-        f"{resolved.path}; stage it once on a machine with network with `{resolved.fetch_command}` "
-        "into a directory every node reads (docs/weights.md)",
+        f"{resolved.path}; stage it with `{resolved.fetch_command}` (once, on a machine with "
+        "network, into a directory every node reads: docs/weights.md)",
     )
 
 
