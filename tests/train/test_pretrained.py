@@ -3,13 +3,11 @@ normalisation, models load from ``train.weights_dir`` and nothing is downloaded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from sakdn.data.video import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
+from sakdn.data.video import IMAGENET_MEAN, IMAGENET_STD, normalize_frames, tsn_indices
 from sakdn.errors import ConfigError
 from sakdn.train import load_student, train
 from sakdn.train.data import build_data, clip_dataset
@@ -31,8 +29,6 @@ def no_download(monkeypatch) -> None:
 def _expected_frames(dataset, i: int, mean, std) -> np.ndarray:
     row = dataset.rows[i]
     clip = dataset.data.clip(row)
-    from sakdn.data.video import tsn_indices
-
     idx = tsn_indices(len(clip), dataset.segments, train=False)
     return normalize_frames(np.asarray(clip[idx]), mean, std)
 
