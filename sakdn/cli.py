@@ -8,6 +8,7 @@
     sakdn best SEARCH
     sakdn report SEARCH [--out DIR]
     sakdn config [--config FILE] [--set key=value ...]
+    sakdn weights fetch [--backbone NAME ...] [--weights NAME] [--dir DIR]
 
 Imports are local to each command so that ``sakdn train`` never loads Ray or MLflow.
 """
@@ -77,6 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="print the resolved flat configuration")
     cf.add_argument("--config", type=Path)
     cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    we = sub.add_parser("weights", help="pretrained backbone weights (torchvision ImageNet)")
+    wsub = we.add_subparsers(dest="weights_command", required=True)
+    fe = wsub.add_parser(
+        "fetch", help="download and verify ImageNet weights into a weights directory",
+        description="Download torchvision's ImageNet weights of the backbones (torchvision's "
+        "weights API; SHA-256 checked) into DIR, or verify the files already there. Run it "
+        "once on a machine with network, into a directory every node of a cluster reads; "
+        "point runs at it with --set train.weights_dir=DIR (or set TORCH_HOME so that DIR is "
+        "$TORCH_HOME/hub/checkpoints). `sakdn search` checks every configured file before any "
+        "trial starts and never downloads; trials load only from that directory. See "
+        "docs/weights.md.",
+    )
+    fe.add_argument("--backbone", action="append", metavar="NAME",
+                    help="a backbone with ImageNet weights (repeatable; default: all of "
+                    "vgg16_bn, resnet18, googlenet)")
+    fe.add_argument("--weights", default="imagenet", metavar="NAME",
+                    help="imagenet (default) or a torchvision weights name of the backbone, "
+                    "e.g. VGG16_BN_Weights.IMAGENET1K_V1")
+    fe.add_argument("--dir", type=Path, metavar="DIR",
+                    help="the weights directory (default: torch's cache, "
+                    "$TORCH_HOME/hub/checkpoints)")
     return p
 
 
@@ -97,9 +120,11 @@ def cmd_train(args) -> int:
         train_from_best(args.from_best, tracking_uri=args.tracking_uri, overrides=args.set,
                         workdir=args.workdir, model_name=args.model_name)
         return 0
+    from sakdn.models.weights import prepare_weights
     from sakdn.train import EpochReport, train
 
     config = _load(args)
+    prepare_weights(config, download=True)  # first use with network: into torch's cache
 
     def show(report: EpochReport) -> None:
         keys = [k for k in report.metrics if k.endswith(EPOCH_LINE_KEYS)]
@@ -168,6 +193,22 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from sakdn.errors import ConfigError
+    from sakdn.models.weights import IMAGENET_WEIGHTS, fetch, is_torchvision, resolve
+
+    if not is_torchvision(args.weights):
+        raise ConfigError("--weights", args.weights, "give imagenet or a torchvision weights name")
+    directory = str(args.dir.resolve()) if args.dir else ""
+    for backbone in args.backbone or list(IMAGENET_WEIGHTS):
+        if backbone not in IMAGENET_WEIGHTS:
+            raise ConfigError("--backbone", backbone, "has no ImageNet weights; choose from "
+                              + ", ".join(IMAGENET_WEIGHTS))
+        resolved = resolve(backbone, args.weights, "--weights", directory)
+        print(f"{backbone}: {fetch(resolved)} (verified)", flush=True)
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "data": cmd_data,
@@ -175,6 +216,7 @@ COMMANDS = {
     "best": cmd_best,
     "report": cmd_report,
     "config": cmd_config,
+    "weights": cmd_weights,
 }
 
 

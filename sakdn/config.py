@@ -167,7 +167,8 @@ class TeacherConfig(Section):
 
     name: ClassVar[str] = "teacher"
     backbone: str = _f("small_cnn", choices=("small_cnn", "vgg16_bn", "resnet18"))
-    weights: str = _f("")  # optional local state-dict file for the backbone
+    # "" (random), imagenet, a torchvision weights name or a local state-dict file (weights.md)
+    weights: str = _f("")
     width: int = _f(16, lo=4, hi=256)  # small_cnn base channel count
     spamfm_stages: str = _f("all", check=_check_subset(TEACHER_STAGES, allow_empty=True))
     spamfm_gates: str = _f("cat,add,mul", check=_check_subset(GATES, allow_empty=False))
@@ -190,7 +191,7 @@ class StudentConfig(Section):
 
     name: ClassVar[str] = "student"
     backbone: str = _f("small_cnn", choices=("small_cnn", "resnet18", "googlenet"))
-    weights: str = _f("")
+    weights: str = _f("")  # as teacher.weights; the frames follow its normalisation
     width: int = _f(16, lo=4, hi=256)
     segments: int = _f(8, lo=1, hi=64)
     consensus: str = _f("trn", choices=("avg", "trn"))
@@ -243,6 +244,9 @@ class TrainConfig(Section):
     deterministic: bool = _f(True)
     num_threads: int = _f(0, lo=0, hi=256)  # 0: leave torch's default
     output_dir: str = _f("runs/train")
+    # the directory holding torchvision weights files (imagenet); empty: torch's cache,
+    # $TORCH_HOME/hub/checkpoints. A search fills it in with the directory its driver checked.
+    weights_dir: str = _f("")
     progress: bool = _f(True)
     eval_every: int = _f(1, lo=1, hi=1000)
     # with a teacher store: keep the frozen teachers' student-stage outputs beside the stored

@@ -102,8 +102,8 @@ def write_trial_figures(
         clips: validation clips in the attention figure (one per class while they last).
         examples: recordings (classes) in the GAF figure.
     """
-    from sakdn.data.dataset import ClipDataset, RecordingDataset
-    from sakdn.train.data import build_data
+    from sakdn.data.dataset import RecordingDataset
+    from sakdn.train.data import build_data, clip_dataset
     from sakdn.train.loop import RunContext
     from sakdn.train.student_stage import predict_student
     from sakdn.train.teacher_stage import fused_logits, predict_teachers
@@ -122,7 +122,7 @@ def write_trial_figures(
     student, teachers = run.student.to(device).eval(), run.teachers.to(device).eval()
 
     paths: list[Path] = []
-    clip_set = ClipDataset(bundle.data, split, cfg.student.segments, train=False)
+    clip_set = clip_dataset(cfg, bundle, split)
     if len(clip_set):
         s_logits, s_labels = predict_student(student, clip_set, cfg, ctx)
         recordings = RecordingDataset(bundle.data, split)

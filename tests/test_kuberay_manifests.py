@@ -161,6 +161,13 @@ def _shared_mount(docs: list[dict]) -> str:
     return paths.pop()
 
 
+def test_every_ray_pod_reads_pretrained_weights_from_the_shared_volume(docs):
+    shared = _shared_mount(docs)
+    for container in _containers(_one(docs, "RayCluster")):
+        torch_home = _env(container)["TORCH_HOME"]["value"]
+        assert Path(torch_home).is_relative_to(shared), torch_home
+
+
 def test_rayjob_experiment_file_exists(docs):
     experiment = Path(shlex.split(_one(docs, "RayJob")["spec"]["entrypoint"])[2])
     if not (REPO / experiment).exists():

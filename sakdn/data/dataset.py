@@ -8,13 +8,21 @@ the student stage over clips.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from sakdn.data.cache import PreprocessedData
 from sakdn.data.index import SampleIndex
-from sakdn.data.video import augment_frames, normalize_frames, tsn_indices
+from sakdn.data.video import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    augment_frames,
+    normalize_frames,
+    tsn_indices,
+)
 from sakdn.errors import DatasetError
 
 
@@ -57,7 +65,10 @@ class ClipDataset(Dataset):
 
     Training draws one random frame per TSN segment (and a random crop/flip when
     ``augment``) from a generator seeded by (seed, epoch, item), so a run is reproducible
-    whatever the worker count; evaluation takes the segment centres.
+    whatever the worker count; evaluation takes the segment centres. Frames are normalised
+    with ``normalization`` (mean, std) on [0, 1] RGB — what the student's initial weights
+    expect — or ImageNet statistics when None. The cache holds uint8 frames: normalisation
+    happens here, so it never changes a cache key.
     """
 
     def __init__(
@@ -68,8 +79,10 @@ class ClipDataset(Dataset):
         train: bool,
         augment: bool = False,
         seed: int = 0,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         self.data = data
+        self.mean, self.std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
         self.rows = sample_rows(data, split)
         labels = {s.key: s.label for s in split.samples}
         self.labels = np.asarray([labels[data.sample_keys[r]] for r in self.rows], dtype=np.int64)
@@ -92,7 +105,7 @@ class ClipDataset(Dataset):
             frames = augment_frames(frames, rng, frames.shape[1])
         sensors, mask = self.data.sensors(row)
         return {
-            "frames": torch.from_numpy(normalize_frames(frames)),
+            "frames": torch.from_numpy(normalize_frames(frames, self.mean, self.std)),
             "sensors": torch.from_numpy(np.asarray(sensors, dtype=np.float32)),
             "mask": torch.from_numpy(mask.copy()),
             "label": torch.tensor(self.labels[i]),

@@ -1,4 +1,5 @@
-"""Networks: backbone registry, SPAMFM fusion, sensor teachers, consensus heads, video student."""
+"""Networks: backbone registry, initial weights, SPAMFM fusion, sensor teachers, consensus heads,
+video student."""
 
 from __future__ import annotations
 

@@ -2,19 +2,19 @@
 
 Every backbone is cut into exactly five stages so that teachers (SPAMFM after conv1..conv5) and the
 student (GSDM layer pairs 1..5) can address them by index. torchvision networks are built with
-``weights=None`` (never downloaded); an optional local state-dict file may be loaded instead.
+``weights=None``; initial weights (ImageNet from the weights directory, or a local state-dict
+file: ``weights.py``) are then loaded into the stages, never downloaded here.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from sakdn.errors import ConfigError
+from sakdn.models.weights import ResolvedWeights, read_state_dict, resolve
 
 NUM_STAGES = 5
 
@@ -168,35 +168,43 @@ def list_backbones() -> list[str]:
 
 
 def build_backbone(
-    name: str, width: int = 16, weights_path: str = "", key_prefix: str = ""
+    name: str, width: int = 16, weights: str = "", key_prefix: str = "", weights_dir: str = ""
 ) -> Backbone:
-    """Build a registered backbone, optionally loading a local state-dict file.
+    """Build a registered backbone with its initial weights.
 
     Args:
         name: a key of ``BACKBONES``.
         width: base channel count (``small_cnn`` only).
-        weights_path: a ``torch.save``-d state dict, either of this ``Backbone`` (keys
-            ``stages.*``) or of the torchvision model it is cut from (e.g. an ImageNet file);
-            loaded with ``weights_only=True``. Empty: random initialisation.
+        weights: "" (random initialisation), ``imagenet`` or a torchvision weights name (the
+            file in ``weights_dir``; see ``weights.py``), or a local ``torch.save``-d state
+            dict, either of this ``Backbone`` (keys ``stages.*``) or of the torchvision model it
+            is cut from. Loaded with ``weights_only=True``; nothing is downloaded.
         key_prefix: config section prefix for error messages (``"teacher."``).
+        weights_dir: where torchvision weights files are ("" = torch's cache).
 
     Raises:
-        ConfigError: unknown name, or a weights file that cannot be read or does not fit.
+        ConfigError: unknown name, weights this backbone has not, a missing file, or a file
+            that cannot be read or does not fit.
     """
     if name not in BACKBONES:
         raise ConfigError(
             f"{key_prefix}backbone", name, "unknown backbone; choose from " + ", ".join(BACKBONES)
         )
+    resolved = resolve(name, weights, f"{key_prefix}weights", weights_dir)
     parts = BACKBONES[name](width)
     backbone = Backbone(name, parts.stages, parts.channels, parts.min_size)
-    if weights_path:
-        load_weights(backbone, weights_path, parts.native, f"{key_prefix}weights")
+    if resolved is not None:
+        load_weights(backbone, resolved, parts.native)
     return backbone
 
 
-def load_weights(backbone: Backbone, path: str, native: nn.Module | None, key: str) -> None:
-    """Load ``path`` into the backbone (own key format) or into its torchvision parent."""
-    state = _read_state_dict(path, key)
+def load_weights(backbone: Backbone, resolved: ResolvedWeights, native: nn.Module | None) -> None:
+    """Load the resolved file into the backbone (own key format) or into its torchvision parent.
+
+    Only the layers the five stages keep are taken from a torchvision file: its classifier may
+    have any class count. Every kept tensor must be in the file with the model's shape.
+    """
+    state = read_state_dict(resolved)
     own = backbone.state_dict()
     if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
         backbone.load_state_dict(state)
@@ -207,12 +215,15 @@ def load_weights(backbone: Backbone, path: str, native: nn.Module | None, key: s
         if set(wanted) <= set(state):
             bad = [k for k, v in wanted.items() if v.shape != state[k].shape]
             if not bad:
-                # only the kept layers: a classifier in the file may have any class count
                 native.load_state_dict({k: state[k] for k in wanted}, strict=False)
                 return
-            problem = _mismatch(wanted, state)
-            raise ConfigError(key, path, f"does not fit {backbone.name}: {problem}")
-    raise ConfigError(key, path, f"does not fit {backbone.name}: {_mismatch(own, state)}")
+            raise _does_not_fit(backbone, resolved, _mismatch(wanted, state))
+    raise _does_not_fit(backbone, resolved, _mismatch(own, state))
+
+
+def _does_not_fit(backbone: Backbone, resolved: ResolvedWeights, problem: str) -> ConfigError:
+    where = f"{resolved.path} " if resolved.from_torchvision else ""
+    return ConfigError(resolved.key, resolved.spec, f"{where}does not fit {backbone.name}: {problem}")
 
 
 def _mismatch(want: Mapping[str, Tensor], got: Mapping[str, Tensor]) -> str:
@@ -232,20 +243,6 @@ def _mismatch(want: Mapping[str, Tensor], got: Mapping[str, Tensor]) -> str:
     if unexpected and not parts:
         parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
     return "; ".join(parts)
-
-
-def _read_state_dict(path: str, key: str) -> Mapping[str, Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(key, path, "file not found") from None
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ConfigError(key, path, f"not a torch state-dict file: {err}") from None
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(key, path, "must hold a state dict (a mapping of names to tensors)")
-    return state
 
 
 def stage_sizes(name: str, width: int, side: int) -> list[tuple[int, int]]:

@@ -42,7 +42,12 @@ class StudentOutput:
 
 
 class Student(nn.Module):
-    """Frames (B, S, 3, H, W) → ``StudentOutput`` (see the module docstring)."""
+    """Frames (B, S, 3, H, W) → ``StudentOutput`` (see the module docstring).
+
+    The backbone starts from ``student.weights`` (torchvision files are read from
+    ``weights_dir``, "" = torch's cache); frames must be normalised as those weights expect
+    (``weights.input_normalization``).
+    """
 
     def __init__(
         self,
@@ -51,10 +56,11 @@ class Student(nn.Module):
         semantic_dim: int,
         frame_size: int,
         seed: int = 0,
+        weights_dir: str = "",
     ) -> None:
         super().__init__()
         self.backbone = build_backbone(
-            config.backbone, config.width, config.weights, key_prefix="student."
+            config.backbone, config.width, config.weights, "student.", weights_dir
         )
         if frame_size < self.backbone.min_size:
             raise ConfigError(

@@ -71,7 +71,12 @@ class _Branch(nn.Module):
 
 
 class TeacherEnsemble(nn.Module):
-    """M jointly trained sensor branches with SPAMFM fusion (see the module docstring)."""
+    """M jointly trained sensor branches with SPAMFM fusion (see the module docstring).
+
+    Every branch starts from ``teacher.weights`` (torchvision files are read from
+    ``weights_dir``, "" = torch's cache). The GAF images are fed as they are, values in [0, 1]
+    without mean/std normalisation, as the reference feeds them, whatever the weights.
+    """
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class TeacherEnsemble(nn.Module):
         num_classes: int,
         semantic_dim: int,
         image_size: int,
+        weights_dir: str = "",
     ) -> None:
         super().__init__()
         if num_sensors < 1 or num_classes < 2 or semantic_dim < 1:
@@ -89,10 +95,15 @@ class TeacherEnsemble(nn.Module):
             )
         self.num_sensors, self.num_classes = num_sensors, num_classes
         self.semantic_dim = semantic_dim
-        backbones = [
-            build_backbone(config.backbone, config.width, config.weights, key_prefix="teacher.")
-            for _ in range(num_sensors)
-        ]
+        first = build_backbone(
+            config.backbone, config.width, config.weights, "teacher.", weights_dir
+        )
+        backbones = [first]
+        for _ in range(num_sensors - 1):
+            other = build_backbone(config.backbone, config.width, key_prefix="teacher.")
+            if config.weights:  # the same start; the file (528 MB for VGG16-BN) read once
+                other.load_state_dict(first.state_dict())
+            backbones.append(other)
         if image_size < backbones[0].min_size:
             raise ConfigError(
                 "gaf.image_size",

@@ -108,6 +108,7 @@ def train_from_best(
     """Train the best configuration on train + validation, test once, log and register."""
     import mlflow as fluent
 
+    from sakdn.models.weights import prepare_weights
     from sakdn.train import load_student, train
 
     tr = _tracking()
@@ -116,6 +117,7 @@ def train_from_best(
     config = from_flat(best["config"], file="best configuration")
     if overrides:
         config = config.replace(parse_overrides(list(overrides)), file="--set")
+    prepare_weights(config, download=True)  # as `sakdn train`: before the run is created
     name = best["search"]
     workdir = Path(workdir or Path(config.train.output_dir) / f"final-{name}")
     model_name = model_name or f"sakdn-{name}"

@@ -1,8 +1,8 @@
 """``sakdn search``: validate, prepare data, open the MLflow parent run, run Tune, summarise.
 
-Order matters: the experiment file, the ``search:`` section, the space, sampler, pruner and
-scheduler are all validated before Ray starts, so a typo fails in a second with a message
-naming the file. Then the preprocessing caches are built once (trials only read them), the
+Order matters: the experiment file, the ``search:`` section, the space, every weights file a
+trial can load, sampler, pruner and scheduler are all validated before Ray starts, so a typo or
+a weights file that is not staged fails in seconds with a message naming the file. Then the preprocessing caches are built once (trials only read them), the
 MLflow parent run is opened (or reopened on ``--resume``), and Ray is joined: the cluster in
 ``RAY_ADDRESS`` (set by ``ray job submit``) or ``--address``, else an embedded single-node
 Ray bound to the loopback interface.
@@ -75,14 +75,16 @@ class Prepared:
 
 
 def prepare(experiment_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Prepared:
-    """Read and validate everything a search needs; raises before anything starts."""
-    from sakdn.search.prepare import absolute_paths
+    """Read and validate everything a search needs, weights files included; raises before
+    anything starts."""
+    from sakdn.search.prepare import absolute_paths, check_weights
 
     search_over, config_items = split_overrides(list(overrides))
     search = load_search(experiment_path, search_over)
     config = load_config(experiment_path, parse_overrides(config_items))
     config = absolute_paths(config, Path.cwd()).replace({"train.progress": False})
     space = load_space(search.space)
+    config = check_weights(config, space, log=lambda m: print(m, flush=True))
     return Prepared(search, config, space, str(experiment_path))
 
 

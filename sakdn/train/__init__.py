@@ -7,6 +7,7 @@ that callback, ``sakdn train`` prints. A run resumes from the checkpoint in its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ import torch
 from sakdn.config import ExperimentConfig, dump_yaml
 from sakdn.seeding import derive_seed, seed_everything
 from sakdn.train import checkpoint as ckpt
-from sakdn.train.data import DataBundle, build_data
 from sakdn.train.attention import gsdm_plan
+from sakdn.train.data import DataBundle, build_data, clip_dataset
 from sakdn.train.loop import Callback, EpochReport, RunContext, resolve_device
-from sakdn.data.dataset import ClipDataset, RecordingDataset
+from sakdn.data.dataset import RecordingDataset
 from sakdn.train.student_stage import StudentStage, outputs_salt, student_gflops
 from sakdn.train.teacher_stage import TeacherStage, evaluate_teachers
 from sakdn.train.teacher_store import TeacherStore, teacher_key
@@ -228,9 +229,7 @@ def _summary(config, bundle, ctx, teachers, stage: StudentStage, history, final)
         metrics.update(evaluate_teachers(teachers, recordings, config, ctx, names, name,
                                          bundle.class_vectors))
         metrics.update(
-            stage.evaluate(
-                ClipDataset(bundle.data, split, config.student.segments, train=False), name
-            )
+            stage.evaluate(clip_dataset(config, bundle, split), name)
         )
     metrics["student/gflops"] = student_gflops(
         stage.model, config.student.segments, config.data.frame_size
@@ -244,7 +243,7 @@ def load_student(path: str | Path) -> tuple[torch.nn.Module, ExperimentConfig, d
 
     state, config, meta = ckpt.load_model_file(path)
     model = Student(
-        config.student,
+        _without_initial_weights(config.student),
         num_classes=len(meta["class_names"]),
         semantic_dim=meta["semantic_dim"],
         frame_size=config.data.frame_size,
@@ -259,7 +258,7 @@ def load_teachers(path: str | Path) -> tuple[torch.nn.Module, ExperimentConfig, 
 
     state, config, meta = ckpt.load_model_file(path)
     model = TeacherEnsemble(
-        config.teacher,
+        _without_initial_weights(config.teacher),
         num_sensors=len(meta["sensor_names"]),
         num_classes=len(meta["class_names"]),
         semantic_dim=meta["semantic_dim"],
@@ -268,3 +267,9 @@ def load_teachers(path: str | Path) -> tuple[torch.nn.Module, ExperimentConfig, 
     model.load_state_dict(state)
     return model.eval(), config, meta
 
+
+
+def _without_initial_weights(section):
+    """The section with no initial weights: a saved model's state dict replaces them anyway,
+    so reloading it needs no ImageNet file on this machine."""
+    return dataclasses.replace(section, weights="")

@@ -11,7 +11,9 @@ import numpy as np
 from sakdn.config import ExperimentConfig
 from sakdn.data import load_index
 from sakdn.data.cache import PreprocessedData, PreprocessSpec, default_cache_dir, prepare
+from sakdn.data.dataset import ClipDataset
 from sakdn.data.index import SampleIndex, carve_validation, split
+from sakdn.models.weights import input_normalization
 from sakdn.semantics import class_vectors, semantic_dim
 
 
@@ -73,4 +75,16 @@ def build_data(
         data=data,
         class_vectors=vectors,
         semantic_dim=semantic_dim(config.semantics, vectors),
+    )
+
+
+def clip_dataset(
+    config: ExperimentConfig, bundle: DataBundle, split: SampleIndex, train: bool = False
+) -> ClipDataset:
+    """The student's clips of ``split``, normalised as ``student.weights`` expect (training
+    clips augmented when ``student.augment``)."""
+    sc = config.student
+    return ClipDataset(
+        bundle.data, split, sc.segments, train=train, augment=train and sc.augment,
+        seed=config.train.seed, normalization=input_normalization(sc.backbone, sc.weights),
     )

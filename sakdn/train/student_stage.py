@@ -31,7 +31,7 @@ from sakdn.data.dataset import ClipDataset
 from sakdn.models.student import Student
 from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train.attention import GSDMPlan, maps_salt, student_maps, teacher_maps
-from sakdn.train.data import DataBundle
+from sakdn.train.data import DataBundle, clip_dataset
 from sakdn.train.loop import (
     RunContext,
     StageState,
@@ -132,6 +132,7 @@ def build_student(config: ExperimentConfig, bundle: DataBundle) -> Student:
         semantic_dim=bundle.semantic_dim,
         frame_size=config.data.frame_size,
         seed=config.train.seed,
+        weights_dir=config.train.weights_dir,
     )
 
 
@@ -160,13 +161,8 @@ class StudentStage(StageState):
             sc.weight_decay, sc.momentum,
         )
         self.schedule = make_schedule(self.optimizer, sc.epochs, sc.lr_decay_at, sc.lr_gamma)
-        self.train_set = ClipDataset(
-            bundle.data, bundle.train, sc.segments, train=True, augment=sc.augment,
-            seed=config.train.seed,
-        )
-        self.val_set = (
-            ClipDataset(bundle.data, bundle.val, sc.segments, train=False) if len(bundle.val) else None
-        )
+        self.train_set = clip_dataset(config, bundle, bundle.train, train=True)
+        self.val_set = clip_dataset(config, bundle, bundle.val) if len(bundle.val) else None
         vectors = bundle.class_vectors
         self.class_vectors = (
             torch.as_tensor(vectors, dtype=torch.float32, device=ctx.device)

@@ -32,6 +32,7 @@ def build_teachers(config: ExperimentConfig, bundle: DataBundle) -> TeacherEnsem
         num_classes=bundle.num_classes,
         semantic_dim=bundle.semantic_dim,
         image_size=config.gaf.image_size,
+        weights_dir=config.train.weights_dir,
     )
 
 

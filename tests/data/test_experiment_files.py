@@ -32,6 +32,9 @@ def test_dataset_experiment_files(name: str) -> None:
     assert protocol in protocols(dataset) and dataset in ADAPTERS
     assert cfg.data.root and cfg.gaf.image_size == 224
     assert (cfg.teacher.backbone, cfg.student.backbone) == ("vgg16_bn", "googlenet")
+    # ImageNet-pretrained teachers and student, as the paper; partial BN presumes them
+    assert (cfg.teacher.weights, cfg.student.weights) == ("imagenet", "imagenet")
+    assert cfg.student.partial_bn
     assert (cfg.student.segments, cfg.teacher.batch_size, cfg.student.batch_size) == \
         (segments, t_batch, s_batch)
     assert (cfg.teacher.epochs, cfg.student.epochs) == (t_epochs, s_epochs)
@@ -47,3 +50,17 @@ def test_basic_motions_experiment_file() -> None:
     importlib.import_module("sakdn.data.basic_motions")  # registers its protocol
     assert cfg.data.dataset == "basic_motions"
     assert cfg.data.protocol in protocols("basic_motions")
+
+
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_search", "synthetic_smoke",
+                                  "basic-motions"])
+def test_synthetic_experiments_train_from_scratch(name: str) -> None:
+    """No network in CI: the files the tests run need no weights file."""
+    cfg = load_config(EXPERIMENTS / f"{name}.yaml")
+    assert (cfg.teacher.weights, cfg.student.weights) == ("", "")
+
+
+def test_every_real_data_experiment_starts_from_imagenet() -> None:
+    real = [p.stem for p in EXPERIMENTS.glob("*.yaml")
+            if p.stem.startswith(("utd-mhad_", "berkeley-mhad_", "mmact_"))]
+    assert sorted(real) == sorted(PAPER)

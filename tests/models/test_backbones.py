@@ -79,7 +79,7 @@ def test_own_state_dict_round_trip(tmp_path) -> None:
     path = tmp_path / "w.pt"
     torch.save(src.state_dict(), path)
     torch.manual_seed(1)
-    dst = build_backbone("small_cnn", width=4, weights_path=str(path))
+    dst = build_backbone("small_cnn", width=4, weights=str(path))
     for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -90,7 +90,7 @@ def test_torchvision_state_dict_loads_into_resnet18(tmp_path) -> None:
     path = tmp_path / "resnet18.pth"
     native.fc = torch.nn.Linear(512, 7)  # a fine-tuned classifier: not part of the backbone
     torch.save(native.state_dict(), path)
-    net = build_backbone("resnet18", weights_path=str(path))
+    net = build_backbone("resnet18", weights=str(path))
     assert torch.equal(net.stages[0][0].weight, native.conv1.weight)
     assert torch.equal(net.stages[4][1].bn2.running_var, native.layer4[1].bn2.running_var)
 
@@ -108,7 +108,7 @@ def test_wrong_weights_raise_config_error(tmp_path) -> None:
     ]
     for name, width, path in cases:
         with pytest.raises(ConfigError) as err:
-            build_backbone(name, width=width, weights_path=str(path), key_prefix="student.")
+            build_backbone(name, width=width, weights=str(path), key_prefix="student.")
         assert err.value.key == "student.weights"
         assert str(path) in str(err.value)
 
@@ -119,4 +119,4 @@ def test_torchvision_file_with_wrong_shapes_names_the_tensor(tmp_path) -> None:
     path = tmp_path / "bad_resnet18.pth"
     torch.save(state, path)
     with pytest.raises(ConfigError, match="layer2.0.conv1.weight"):
-        build_backbone("resnet18", weights_path=str(path))
+        build_backbone("resnet18", weights=str(path))

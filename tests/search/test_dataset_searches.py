@@ -4,8 +4,8 @@ Each test writes a small tree in the dataset's official layout and file formats
 (``tests/data/fixtures.py``: UTD-MHAD ``.mat`` + MJPEG ``.avi``, Berkeley-MHAD Shimmer text +
 Bayer PGM frame folders, MMAct CSVs + mp4 clips, with their quirks), takes the shipped
 ``experiments/<dataset>.yaml`` as it is, appends a ``search:`` section (the shipped files are
-training configurations only) and shrinks only the sizes with ``--set``: small_cnn backbones,
-16-px GAF images, 32-px frames, 1 teacher + 2 student epochs, one-hot class vectors instead of
+training configurations only) and shrinks only the sizes with ``--set``: small_cnn backbones
+from scratch, 16-px GAF images, 32-px frames, 1 teacher + 2 student epochs, one-hot class vectors instead of
 GloVe. The real CLI then runs a two-trial search in a subprocess, with embedded loopback Ray
 and SQLite MLflow / Optuna stores in ``tmp_path``.
 
@@ -52,10 +52,12 @@ TINY = {
     "gaf.image_size": GAF_SIZE,
     "semantics.provider": "matrix",
     "teacher.backbone": "small_cnn",
+    "teacher.weights": "",  # the shipped files start from ImageNet, which small_cnn has not
     "teacher.width": 4,
     "teacher.epochs": TEACHER_EPOCHS,
     "teacher.batch_size": 4,
     "student.backbone": "small_cnn",
+    "student.weights": "",
     "student.width": 4,
     "student.segments": 3,
     "student.epochs": STUDENT_EPOCHS,

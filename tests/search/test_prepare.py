@@ -27,6 +27,19 @@ def test_relative_paths_become_absolute(tmp_path: Path) -> None:
     assert absolute_paths(out, "/elsewhere") == out  # idempotent
 
 
+def test_torchvision_weights_names_are_not_paths(tmp_path: Path) -> None:
+    (tmp_path / "imagenet").mkdir()  # a folder of that name changes nothing
+    config = ExperimentConfig().replace({
+        "teacher.backbone": "vgg16_bn", "teacher.weights": "imagenet",
+        "student.backbone": "googlenet", "student.weights": "GoogLeNet_Weights.IMAGENET1K_V1",
+        "train.weights_dir": "weights",
+    })
+    out = absolute_paths(config, tmp_path)
+    assert (out.teacher.weights, out.student.weights) == (
+        "imagenet", "GoogLeNet_Weights.IMAGENET1K_V1")
+    assert out.train.weights_dir == str(tmp_path / "weights")
+
+
 def test_every_preprocessing_variant_of_the_space_is_listed() -> None:
     base = ExperimentConfig().replace({"gaf.image_size": 32, "student.segments": 4})
     space = parse_space({
