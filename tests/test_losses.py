@@ -408,13 +408,14 @@ def test_weighted_maps_applies_each_variant_and_asks_for_what_it_needs():
         cfg = DistillConfig(ablation_weight=variant, graph_sigma2=2.0)
         maps = losses.weighted_maps(cfg, stages, logits, class_vectors=vectors,
                                     ablated_logits=ablated, drops=drops)
-        w = losses.ablation_weights(logits, ablated, vectors, variant, sigma2=2.0)
+        w = losses.ablation_weights(logits, ablated, vectors, variant, relu=cfg.ablation_relu,
+                                    sigma2=2.0)
         for got, a in zip(maps, stages):
             torch.testing.assert_close(got, losses.attention_maps(a, w))
     cfg = DistillConfig(ablation_weight="ablation_cam", graph_sigma2=2.0)
     maps = losses.weighted_maps(cfg, stages, logits, drops=drops)
     for got, a, d in zip(maps, stages, drops):
-        expected = losses.attention_maps(a, losses.ablation_cam_weights(d, logits, 2.0))
+        expected = losses.attention_maps(a, losses.ablation_cam_weights(d, logits, 2.0, relu=True))
         torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="channel-drop"):
         losses.weighted_maps(cfg, stages, logits)

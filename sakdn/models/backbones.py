@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from sakdn.errors import ConfigError

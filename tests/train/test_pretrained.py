@@ -10,6 +10,7 @@ import torch
 from sakdn.data.video import IMAGENET_MEAN, IMAGENET_STD, normalize_frames, tsn_indices
 from sakdn.errors import ConfigError
 from sakdn.train import load_student, train
+from sakdn.train.attention import gsdm_plan
 from sakdn.train.data import build_data, clip_dataset
 from sakdn.train.loop import RunContext
 from sakdn.train.student_stage import StudentStage
@@ -60,7 +61,7 @@ def test_student_stage_starts_from_the_staged_file(tiny_root, tmp_path, no_downl
         "train.weights_dir": str(weights_dir)})
     bundle = build_data(config, log=quiet)
     ctx = RunContext(torch.device("cpu"), False, False, 0, False)
-    stage = StudentStage(config, bundle, ctx, build_teachers(config, bundle))
+    stage = StudentStage(config, bundle, ctx, build_teachers(config, bundle), gsdm_plan(config))
     assert torch.equal(stage.model.backbone.stages[0][0].weight, state["conv1.weight"])
     assert torch.equal(stage.model.backbone.stages[4][1].bn2.running_var,
                        state["layer4.1.bn2.running_var"])
