@@ -143,11 +143,13 @@ def _refused(login: Login) -> str:
 def set_user(uri: str, username: str, password: str) -> bool:
     """Create ``username`` (not an admin) with ``password``, or set its password if it exists.
 
-    Logs in as this process's login, which must be an admin of the server. Returns whether
-    the user was created.
+    Logs in as this process's login, which must be an admin of the server (an admin that
+    rotates its own password gives its current one, as MLflow asks). Returns whether the user
+    was created.
     """
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.server import get_app_client
+    from mlflow.utils.credentials import read_mlflow_creds
 
     login = check_login(uri)
     admin = get_app_client("basic-auth", tracking_uri=uri)
@@ -157,8 +159,9 @@ def set_user(uri: str, username: str, password: str) -> bool:
     except MlflowException as err:
         if not (isinstance(err, RestException) and err.error_code == "RESOURCE_ALREADY_EXISTS"):
             raise _admin_error(uri, login, f"cannot create user {username!r}", err) from None
+    own = read_mlflow_creds().password if username == login.username else None
     try:
-        admin.update_user_password(username, password)
+        admin.update_user_password(username, password, current_password=own)
     except MlflowException as err:
         raise _admin_error(uri, login, f"cannot set the password of user {username!r}",
                            err) from None
