@@ -9,6 +9,7 @@
     sakdn report SEARCH [--out DIR]
     sakdn config [--config FILE] [--set key=value ...]
     sakdn weights fetch [--backbone NAME ...] [--weights NAME] [--dir DIR]
+    sakdn tracking-user --credentials FILE|- [--tracking-uri URI]
 
 Imports are local to each command so that ``sakdn train`` never loads Ray or MLflow.
 """
@@ -74,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("search")
     rp.add_argument("--out", type=Path)
     rp.add_argument("--tracking-uri")
+
+    tu = sub.add_parser(
+        "tracking-user", help="create an MLflow user, or set its password (as an admin)",
+        description="Create the MLflow user that an MLflow credentials file names, with its "
+        "password, or set that password when the user exists (rotation). Logs in as an admin "
+        "of the server: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, else the file "
+        "SAKDN_MLFLOW_CREDENTIALS names.")
+    tu.add_argument("--credentials", required=True, metavar="FILE",
+                    help="the user's login ([mlflow] mlflow_tracking_username, "
+                    "mlflow_tracking_password); '-' reads it from stdin")
+    tu.add_argument("--tracking-uri", help="the server (default: MLFLOW_TRACKING_URI)")
 
     cf = sub.add_parser("config", help="print the resolved flat configuration")
     cf.add_argument("--config", type=Path)
@@ -187,6 +199,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_tracking_user(args) -> int:
+    import os
+
+    from sakdn.errors import ConfigError
+    from sakdn.tracking_auth import is_server, read_credentials, set_user
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not is_server(uri):
+        raise ConfigError("--tracking-uri", uri or None, "give the tracking server's http(s) "
+                          "URL (or set MLFLOW_TRACKING_URI)")
+    username, password = read_credentials(args.credentials)
+    created = set_user(uri, username, password)
+    print(f"{'created' if created else 'set the password of'} user {username!r} on {uri}")
+    return 0
+
+
 def cmd_config(args) -> int:
     for key, value in _load(args).to_flat().items():
         print(f"{key}={value}")
@@ -217,6 +245,7 @@ COMMANDS = {
     "report": cmd_report,
     "config": cmd_config,
     "weights": cmd_weights,
+    "tracking-user": cmd_tracking_user,
 }
 
 

@@ -51,6 +51,15 @@ class SignalError(SakdnError, ValueError):
         super().__init__(f"recording {recording}: {problem}")
 
 
+class TrackingLoginError(SakdnError):
+    """A tracking server cannot be used with this process's login; names the server (when
+    known) and what is missing or wrong, never the password."""
+
+    def __init__(self, uri: str | None, problem: str) -> None:
+        self.uri, self.problem = uri, problem
+        super().__init__(f"tracking server {uri}: {problem}" if uri else problem)
+
+
 class TrialDiverged(SakdnError):
     """A loss became NaN or infinite; names the stage, epoch and loss term."""
 

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 from sakdn import tracking as tr
 from sakdn.errors import ConfigError
+from sakdn.tracking_auth import is_server
 
 logger = logging.getLogger(__name__)
 
@@ -572,7 +573,8 @@ def render_report(
     commands = "\n".join([
         f"sakdn best {record.name} --tracking-uri {uri}",
         f"sakdn train --from-best {record.name} --tracking-uri {uri}",
-        f"mlflow ui --backend-store-uri {uri}",
+        f"open {uri}" if is_server(uri)
+        else f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}",
     ])
     body = [
         f"<h1>Search {e(record.name)}</h1>",

@@ -21,7 +21,9 @@ through :class:`RunBuffer`: operations are queued in memory and in a spool file 
 work directory, sent when the store accepts them, and retried with exponential backoff
 otherwise — never raising into the training loop.
 
-Nothing under ``sakdn.train`` imports this module (training runs without MLflow).
+A tracking server's login comes from the environment (``sakdn.tracking_auth``): every client
+made here uses it. Nothing under ``sakdn.train`` imports this module (training runs without
+MLflow).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from typing import Any, Callable, Iterable, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+
+from sakdn.tracking_auth import is_server, use_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ def configure_http() -> None:
 
 
 def client(tracking_uri: str) -> MlflowClient:
+    """A client of ``tracking_uri``; a tracking server gets this process's login first."""
+    if is_server(tracking_uri):
+        use_credentials(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 

@@ -2,9 +2,9 @@
 
 Each is validated against the cluster-config JSON schema that ships inside the installed ``ray``
 package, then checked for what the schema cannot know: a CPU head and autoscaling GPU workers,
-the project installed on every node, the MLflow server on the head with object-store artifacts,
-one shared search storage mount on every node, token auth, a dashboard that is not exposed, and
-no credentials.
+the project installed on every node, the MLflow server on the head with object-store artifacts
+and its login on, one shared search storage mount on every node, token auth, a dashboard that
+is not exposed, and no credentials.
 """
 
 from __future__ import annotations
@@ -131,6 +131,34 @@ def test_token_auth_on_and_dashboard_not_exposed(name):
     assert "0.0.0.0" not in head + workers
     # The token file is copied from the launching machine, never written into the config.
     assert any(remote.endswith(".ray/auth_token") for remote in config["file_mounts"])
+
+
+@pytest.mark.parametrize("name", sorted(CLOUDS))
+def test_tracking_server_requires_a_login_and_searches_use_a_non_admin_user(name):
+    config = _load(name)
+    head = _joined(config["head_start_ray_commands"])
+    workers = _joined(config["worker_start_ray_commands"])
+    server = re.search(r"(\S+) (\S+) -- mlflow server ([^\n]*)", head)
+    assert server, "the MLflow server is not started through cluster/mlflow-auth.sh"
+    wrapper, auth_dir, args = server.groups()
+    assert wrapper.endswith("/cluster/mlflow-auth.sh")
+    assert (REPO / "cluster" / "mlflow-auth.sh").is_file()
+    assert "--app-name basic-auth" in args  # MLflow's authentication app
+    # the searches' login: a credentials file from the launching machine on every node, its
+    # path (not the password) in every Ray process's environment
+    (login,) = [remote for remote in config["file_mounts"] if remote.endswith(".credentials")]
+    assert config["file_mounts"][login] == login  # the same path on this machine
+    exported = login.replace("~", "$HOME", 1)
+    for commands in (head, workers):
+        assert f"export SAKDN_MLFLOW_CREDENTIALS={exported};" in commands
+    # the head's admin (made by mlflow-auth.sh in its directory) creates that user
+    made = re.search(r"SAKDN_MLFLOW_CREDENTIALS=(\S+) sakdn tracking-user --credentials (\S+)",
+                     head)
+    assert made, "no search user is created on the head"
+    admin, user = made.groups()
+    assert admin.replace("$HOME", "~") == f"{auth_dir}/mlflow_admin.credentials"
+    assert user == login
+    assert head.index("-- mlflow server") < head.index("sakdn tracking-user")
 
 
 CREDENTIAL_PATTERNS = [

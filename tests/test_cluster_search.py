@@ -1,11 +1,13 @@
 """Searches on the local multi-node cluster (cluster/local/*.sh), and the faults they survive.
 
 One cluster is started for the module: a head without CPUs (it runs the job drivers and the
-MLflow server) and two 1-CPU workers, each in its own network namespace, token auth on,
-``--host-access`` so that this process reaches the tracking server. Every search is a real
-``ray job submit --working-dir . -- sakdn search experiments/synthetic_smoke.yaml`` with its
-directory on the cluster's shared storage and MLflow on the cluster's server; every fault is a
-real process kill:
+MLflow server) and two 1-CPU workers, each in its own network namespace, token auth on, the
+tracking server's login on, ``--host-access`` so that this process reaches the tracking
+server. Every search is a real ``ray job submit --working-dir . -- sakdn search
+experiments/synthetic_smoke.yaml`` with its directory on the cluster's shared storage and
+MLflow on the cluster's server, logged in as the cluster's search user (the job's driver and
+its trials find the login through the environment the cluster gave every Ray process); every
+fault is a real process kill:
 
 1. a search spread over both workers, with one configuration that diverges (a soft-target
    temperature of 1e-300: logits / T overflow, the ST loss is NaN) and the MLflow server
@@ -14,6 +16,9 @@ real process kill:
 2. the job's driver SIGKILLed, then ``sakdn search --resume`` submitted as a new job;
 3. a worker node SIGKILLed (``kill-node.sh``) while its trial trains: last, because the
    cluster has one worker left afterwards.
+
+Two searches whose login is missing or wrong stop before their first trial, and once every
+search has run, neither password of the tracking server is anywhere but in its own file.
 
 The whole module takes 4 to 7 minutes on a shared 2-core machine.
 """
@@ -70,9 +75,11 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     )
     assert started.returncode == 0, f"start.sh failed:\n{started.stdout}\n{started.stderr}"
     c = Cluster(state)
-    patch = pytest.MonkeyPatch()  # this process's MLflow client: fail fast, never via a proxy
-    for key in ("NO_PROXY", "no_proxy"):
+    patch = pytest.MonkeyPatch()  # this process's MLflow client: fail fast, never via a proxy,
+    for key in ("NO_PROXY", "no_proxy"):  # logged in as the search user
         patch.setenv(key, c.env[key])
+    for key, value in c.login_env().items():
+        patch.setenv(key, value)
     patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     patch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
@@ -108,15 +115,18 @@ def search_command(storage: Path, name: str, samples: int, *sets: str) -> list[s
 
 
 class Job:
-    """``ray job submit`` run from the head's namespace in the background."""
+    """``ray job submit`` run from the head's namespace in the background (``env_vars``: the
+    job's runtime environment)."""
 
-    def __init__(self, cluster: Cluster, command: list[str], log: Path) -> None:
+    def __init__(self, cluster: Cluster, command: list[str], log: Path,
+                 env_vars: dict[str, str] | None = None) -> None:
         self.id = f"sakdn-{secrets.token_hex(4)}"
         self.log = log
         self._out = open(log, "w")
+        runtime = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", cluster.head_ns, "ray", "job", "submit",
-             "--submission-id", self.id, "--working-dir", ".", "--", *command],
+             "--submission-id", self.id, "--working-dir", ".", *runtime, "--", *command],
             cwd=REPO, env=cluster.client_env(), stdout=self._out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -289,7 +299,8 @@ def test_every_finished_trial_s_model_downloads_through_the_server_and_runs(
     )
     root = tmp_path / "downloads"
     out = cluster.run(cluster.worker_ns[0], sys.executable, "-c", check,
-                      cluster.env["MLFLOW_TRACKING_URI"], str(root), *finished, timeout=300)
+                      cluster.env["MLFLOW_TRACKING_URI"], str(root), *finished, login=True,
+                      timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     models = json.loads(next(s for s in out.stdout.splitlines() if s.startswith("MODELS="))[7:])
     assert sorted(models) == sorted(finished)
@@ -349,6 +360,38 @@ def test_a_tracking_outage_loses_no_metric_and_kills_no_trial(spread: Spread, cl
     spools = list(spread.search_dir.glob("trials/*/mlflow_spool.json"))
     assert len(spools) == SPREAD_SAMPLES
     assert all(json.loads(p.read_text())["ops"] == [] for p in spools)  # nothing left behind
+
+
+# --- a missing or wrong login: stopped before anything starts --------------------------------
+
+
+@pytest.mark.parametrize(("login", "problem"), [
+    ({"MLFLOW_TRACKING_PASSWORD": "wrong-password-" + secrets.token_hex(4)},
+     "refused the login of user 'sakdn-search' (HTTP 401): wrong user name or password (user "
+     "from SAKDN_MLFLOW_CREDENTIALS={credentials}, password from MLFLOW_TRACKING_PASSWORD)"),
+    ({"SAKDN_MLFLOW_CREDENTIALS": ""},
+     "requires a login (HTTP 401) and none is given: set MLFLOW_TRACKING_USERNAME and "
+     "MLFLOW_TRACKING_PASSWORD, or SAKDN_MLFLOW_CREDENTIALS"),
+], ids=["wrong-password", "no-login"])
+def test_a_search_without_a_valid_login_stops_before_its_first_trial(
+    cluster: Cluster, storage: Path, tmp_path: Path, login: dict[str, str], problem: str
+):
+    name = f"login-{secrets.token_hex(3)}"
+    job = Job(cluster, search_command(storage, name, 2), tmp_path / "job.log", env_vars=login)
+    output = job.wait(timeout=300)
+    assert f"Job '{job.id}' failed" in output, output[-4000:]
+    uri = cluster.env["MLFLOW_TRACKING_URI"]
+    credentials = cluster.env["SAKDN_MLFLOW_CREDENTIALS"]
+    message = f"sakdn: error: tracking server {uri}: {problem.format(credentials=credentials)}"
+    assert message in output, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]  # one message, no stack trace
+    # nothing started: no search directory (Tune state, trial dirs), no study, no MLflow run
+    assert not (storage / "searches" / name).exists()
+    assert study_states(storage, name) == []
+    client = tracking(cluster)
+    exp = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+    assert exp is None or client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`sakdn.search` = '{name}'") == []
 
 
 # --- 3: the job's driver killed, the search resumed by another job ---------------------------
@@ -548,3 +591,41 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
     # MLflow holds each epoch once: the resumed attempt neither lost nor repeated one
     assert steps(client, victim.info.run_id, "student/loss") == list(
         range(first_student_step, last_step + 1))
+
+
+# --- last: where the passwords are ----------------------------------------------------------
+
+
+def test_the_passwords_are_only_in_their_credential_files(
+    cluster: Cluster, spread: Spread, tmp_path_factory
+):
+    """After every search of the module, neither password of the tracking server is in the
+    state directory (MLflow's database, artifacts and auth database, the search storage with
+    Tune's state and the trial directories, the logs), in anything the tests wrote (the jobs'
+    output), or in Ray's session directories (the job drivers' and workers' logs); only in
+    ``mlflow_search.credentials`` and ``mlflow_admin.credentials``, by design."""
+    passwords = {who: cluster.login(who)[1].encode() for who in ("search", "admin")}
+    holders = {cluster.state / f"mlflow_{who}.credentials" for who in passwords}
+    ray_dirs = [Path(d) for d in _records_of(cluster, "dir")]
+    roots = [tmp_path_factory.getbasetemp(), *ray_dirs]  # the state dir is in the first
+    assert cluster.state.is_relative_to(roots[0])
+    found, scanned, logs_seen = [], 0, False
+    for root in roots:
+        for path in root.rglob("*"):
+            if path in holders or not path.is_file() or path.is_symlink():
+                continue
+            data = path.read_bytes()
+            scanned += 1
+            logs_seen |= path.name.startswith("job-driver-") and (
+                f"search {spread.name}: ".encode() in data)
+            found += [(who, str(path)) for who, secret in passwords.items() if secret in data]
+    print(f"scanned {scanned} files under {[str(r) for r in roots]}")
+    assert logs_seen, "the scan did not reach the job drivers' logs"
+    assert found == []
+    for who, secret in passwords.items():  # where they are, by design
+        assert secret in (cluster.state / f"mlflow_{who}.credentials").read_bytes()
+
+
+def _records_of(cluster: Cluster, kind: str) -> list[str]:
+    lines = (cluster.state / "created.txt").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.split()[:1] == [kind]]

@@ -2,7 +2,8 @@
 
 Checks what a cluster would otherwise only reveal at deploy time: required fields, one project
 image everywhere, GPU limits on the worker group, a RayJob entrypoint the ``sakdn`` CLI accepts,
-the tracking URI pointing at the MLflow Service, secrets only by reference, nothing exposed.
+the tracking URI pointing at the MLflow Service, a tracking server that requires a login whose
+admin and search user come from a Secret, secrets only by reference, nothing exposed.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 def _containers(doc: dict) -> list[dict]:
-    """Every container spec anywhere inside a manifest."""
+    """Every container spec (init containers too) anywhere inside a manifest."""
     found = []
 
     def walk(node):
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "containers" and isinstance(value, list):
+                if key in ("containers", "initContainers") and isinstance(value, list):
                     found.extend(value)
                 walk(value)
         elif isinstance(node, list):
@@ -66,6 +67,16 @@ def _secret_ref(entry: dict) -> dict:
 def _mlflow_url(docs: list[dict]) -> str:
     service = _one(docs, "Service", "sakdn-mlflow")
     return f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+
+
+AUTH_SECRET = "sakdn-mlflow-auth"
+
+
+def _server(docs: list[dict]) -> tuple[dict, dict]:
+    """The tracking server's pod spec and its one container."""
+    pod = _one(docs, "Deployment", "sakdn-mlflow")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
 
 
 PROJECT_IMAGE = re.compile(r"^[a-z0-9.\-]+(/[a-z0-9.\-_]+)+/sakdn-search:[0-9][\w.\-]*$")
@@ -177,7 +188,7 @@ def test_rayjob_experiment_file_exists(docs):
 
 def test_mlflow_server_postgres_backend_and_object_store(docs):
     deployment = _one(docs, "Deployment", "sakdn-mlflow")
-    (container,) = _containers(deployment)
+    _, container = _server(docs)
     argv = container["command"] + container["args"]
     assert argv[:2] == ["mlflow", "server"]
     flags = dict(a.split("=", 1) for a in argv[2:] if "=" in a)
@@ -197,6 +208,72 @@ def test_mlflow_server_postgres_backend_and_object_store(docs):
     (db,) = _containers(postgres)
     assert _secret_ref(_env(db)["POSTGRES_PASSWORD"])["name"] == "sakdn-mlflow-db"
     assert "managed PostgreSQL" in (KUBERAY / "postgres.yaml").read_text()
+
+
+def test_mlflow_server_requires_a_login_with_its_admin_from_a_secret(docs):
+    pod, container = _server(docs)
+    argv = container["command"] + container["args"]
+    assert argv[:2] == ["mlflow", "server"]
+    assert "--app-name=basic-auth" in argv  # MLflow's authentication app: every request logs in
+    env = _env(container)
+    # the admin is created with the Secret's password, never a default; the CSRF key too
+    admin_password = _secret_ref(env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    assert admin_password["name"] == AUTH_SECRET
+    assert _secret_ref(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])["name"] == AUTH_SECRET
+    assert admin_password["key"] != _secret_ref(env["MLFLOW_FLASK_SERVER_SECRET_KEY"])["key"]
+    # the auth config: written by an init container into a volume the server mounts, with no
+    # default access and no password of its own (the users live in the backend database)
+    config = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volume = next(name for name, path in mounts.items() if config.startswith(path + "/"))
+    (init,) = pod["initContainers"]
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]}[volume] == mounts[volume]
+    assert _env(init)["MLFLOW_AUTH_CONFIG_PATH"]["value"] == config
+    script = " ".join(init["command"] + init["args"])
+    assert '> "$MLFLOW_AUTH_CONFIG_PATH"' in script
+    assert "default_permission = NO_PERMISSIONS" in script and "admin_password" not in script
+    assert "database_uri = $(printf %s \"$MLFLOW_BACKEND_STORE_URI\"" in script
+    assert _secret_ref(_env(init)["MLFLOW_BACKEND_STORE_URI"])["name"] == "sakdn-mlflow-db"
+    admin = env["MLFLOW_AUTH_ADMIN_USERNAME"]["value"]
+    assert _env(init)["MLFLOW_AUTH_ADMIN_USERNAME"]["value"] == admin
+
+
+def test_searches_log_in_as_a_non_admin_user_from_the_secret(docs):
+    _, server = _server(docs)
+    admin = _env(server)["MLFLOW_AUTH_ADMIN_USERNAME"]["value"]
+    admin_key = _secret_ref(_env(server)["MLFLOW_AUTH_ADMIN_PASSWORD"])["key"]
+    # every Ray pod (driver and trials) logs in as one user, its password from the Secret
+    logins = set()
+    for container in _containers(_one(docs, "RayCluster")):
+        env = _env(container)
+        password = _secret_ref(env["MLFLOW_TRACKING_PASSWORD"])
+        assert password["name"] == AUTH_SECRET
+        logins.add((env["MLFLOW_TRACKING_USERNAME"]["value"], password["key"]))
+    assert len(logins) == 1
+    ((user, key),) = logins
+    assert user != admin and key != admin_key
+    # the job's runtime environment carries no login: the pods' environment does
+    runtime_env = yaml.safe_load(_one(docs, "RayJob")["spec"]["runtimeEnvYAML"])
+    assert not {k for k in runtime_env.get("env_vars", {}) if k.startswith("MLFLOW_TRACKING_")} - {
+        "MLFLOW_TRACKING_URI"}
+    # the Job that makes that user logs in as the admin and hands the user's login to
+    # `sakdn tracking-user` on stdin, with the password of the same Secret key
+    job = _one(docs, "Job", "sakdn-mlflow-users")
+    (container,) = _containers(job)
+    env = _env(container)
+    assert env["MLFLOW_TRACKING_USERNAME"]["value"] == admin
+    assert _secret_ref(env["MLFLOW_TRACKING_PASSWORD"]) == {"name": AUTH_SECRET, "key": admin_key}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == _mlflow_url(docs)
+    script = " ".join(container["args"])
+    produce, _, consume = script.partition(" | ")
+    args = _parser().parse_args(shlex.split(consume)[1:])
+    assert shlex.split(consume)[0] == "sakdn" and args.command == "tracking-user"
+    assert args.credentials == "-"
+    (variable,) = re.findall(r'"\$(\w+)"', produce)
+    assert _secret_ref(env[variable]) == {"name": AUTH_SECRET, "key": key}
+    assert shlex.split(produce)[:2] == ["printf", "[mlflow]\\nmlflow_tracking_username = %s\\n"
+                                        "mlflow_tracking_password = %s\\n"]
+    assert shlex.split(produce)[2] == user
 
 
 SENSITIVE_NAME = re.compile(r"(?i)password|secret|token|credential|access_key|backend_store_uri")

@@ -3,8 +3,9 @@
 One cluster (a head and two 1-CPU workers, each in its own namespace with its own address) is
 started for the module; the tests then check, in order, the node addresses, a token-authenticated
 Ray job whose tasks land on both workers, refusal of clients without the token, the MLflow
-server as seen from the workers, the failure of a killed worker, and that stop.sh removes every
-namespace, link and process the start recorded. Only the namespaces' own addresses are used.
+server as seen from the workers, its refusal of clients without a login, the failure of a
+killed worker, and that stop.sh removes every namespace, link and process the start recorded.
+Only the namespaces' own addresses are used.
 """
 
 from __future__ import annotations
@@ -103,8 +104,20 @@ class Cluster:
         self.worker_ips = self.env["SAKDN_WORKER_IPS"].split()
         self.stopped = False
 
-    def client_env(self, token: bool = True) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    def login(self, who: str = "search") -> tuple[str, str]:
+        """(user, password) of the tracking server's search user or admin (their files)."""
+        from sakdn.tracking_auth import read_credentials
+
+        return read_credentials(self.state / f"mlflow_{who}.credentials")
+
+    def login_env(self, who: str = "search") -> dict[str, str]:
+        """MLflow's login variables, for a plain MLflow client (sakdn reads cluster.env's file)."""
+        user, password = self.login(who)
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+
+    def client_env(self, token: bool = True, login: bool = False) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RAY_", "MLFLOW_", "SAKDN_"))}
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
@@ -114,21 +127,34 @@ class Cluster:
             env["HOME"] = str(self.state / "tokenless-home")
             for key in ("RAY_ADDRESS", "NO_PROXY", "no_proxy"):
                 env[key] = self.env[key]
+        if login:
+            env.update(self.login_env())
         return env
 
-    def run(self, ns: str, *cmd: str, token: bool = True, timeout: float = 60,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def run(self, ns: str, *cmd: str, token: bool = True, login: bool = False,
+            timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["ip", "netns", "exec", ns, *cmd], env=self.client_env(token), cwd=cwd,
+            ["ip", "netns", "exec", ns, *cmd], env=self.client_env(token, login), cwd=cwd,
             capture_output=True, text=True, timeout=timeout,
         )
 
-    def http(self, ns: str, url: str, headers: tuple[str, ...] = ()) -> tuple[int, str]:
-        """(status, body) of a GET made from inside a namespace."""
-        cmd = ["curl", "-s", "--noproxy", "*", "--max-time", "5", "-w", "\n%{http_code}"]
+    def http(self, ns: str, url: str, headers: tuple[str, ...] = (), method: str = "GET",
+             data: str | None = None, user: tuple[str, str] | None = None) -> tuple[int, str]:
+        """(status, body) of a request made from inside a namespace. ``user``: HTTP basic
+        auth, handed to curl on stdin (never its command line)."""
+        cmd = ["curl", "-s", "--noproxy", "*", "--max-time", "5", "-w", "\n%{http_code}",
+               "-X", method]
         for header in headers:
             cmd += ["-H", header]
-        out = self.run(ns, *cmd, url, timeout=15).stdout
+        if data is not None:
+            cmd += ["-H", "Content-Type: application/json", "--data", data]
+        if user is not None:
+            cmd += ["-K", "-"]
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, *cmd, url], env=self.client_env(),
+            input=f'user = "{user[0]}:{user[1]}"\n' if user else "", capture_output=True,
+            text=True, timeout=15,
+        ).stdout
         body, _, code = out.rpartition("\n")
         return int(code or 0), body
 
@@ -255,8 +281,10 @@ def test_mlflow_server_serves_every_worker(cluster):
         assert cluster.http(ns, f"{uri}/health") == (200, "OK"), ns
     # A run logged from worker 1 (metric + artifact) is read back from worker 2 through the
     # server: the artifact travels through the server's proxy, not a shared path.
-    log = (
+    log = (  # logged in as cluster.env says (SAKDN_MLFLOW_CREDENTIALS), as trials are
         "import mlflow, pathlib, tempfile\n"
+        "from sakdn.tracking_auth import use_credentials\n"
+        "use_credentials()\n"
         "mlflow.set_experiment('cluster-check')\n"
         "with mlflow.start_run() as run:\n"
         "    mlflow.log_metric('val_acc', 0.75, step=3)\n"
@@ -275,7 +303,7 @@ def test_mlflow_server_serves_every_worker(cluster):
         "text = pathlib.Path(path).read_text()\n"
         "print('READ=' + json.dumps([run.data.metrics['val_acc'], run.info.artifact_uri, text]))\n"
     )
-    out = cluster.run(cluster.worker_ns[1], sys.executable, "-c", read, timeout=90)
+    out = cluster.run(cluster.worker_ns[1], sys.executable, "-c", read, login=True, timeout=90)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(s for s in out.stdout.splitlines() if s.startswith("READ="))
     value, artifact_uri, text = json.loads(line[len("READ="):])
@@ -283,6 +311,46 @@ def test_mlflow_server_serves_every_worker(cluster):
     assert artifact_uri.startswith("mlflow-artifacts:")  # proxied, never a node-local path
     stored = list((cluster.state / "artifacts").rglob("note.txt"))
     assert [p.read_text() for p in stored] == ["from w1"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_mlflow_server_refuses_clients_without_a_login(cluster):
+    uri = cluster.env["MLFLOW_TRACKING_URI"]
+    api = f"{uri}/api/2.0/mlflow"
+    ns = cluster.worker_ns[0]
+    read = f"{api}/experiments/search?max_results=10"
+    write = (f"{api}/experiments/create", "POST", '{"name": "intruder"}')
+    search_user, search_password = cluster.login("search")
+    admin_user, admin_password = cluster.login("admin")
+    assert search_user != admin_user
+    # no login, a wrong password: refused for reading, writing, artifacts and the UI
+    for user in (None, (search_user, "wrong-password-0000"), (admin_user, search_password)):
+        assert cluster.http(ns, read, user=user)[0] == 401, user
+        assert cluster.http(ns, write[0], method=write[1], data=write[2], user=user)[0] == 401
+        assert cluster.http(ns, f"{uri}/api/2.0/mlflow-artifacts/artifacts/0/x",
+                            user=user)[0] == 401
+        assert cluster.http(ns, f"{uri}/", user=user)[0] == 401
+    login = (search_user, search_password)
+    assert cluster.http(ns, read, user=login)[0] == 200
+    code, body = cluster.http(ns, f"{api}/users/current", user=login)
+    assert code == 200 and json.loads(body)["user"]["is_admin"] is False, body
+    # the search user is no admin: it cannot make users; the admin can read every user
+    new_user = '{"username": "mallory", "password": "mallory-password-1"}'
+    assert cluster.http(ns, f"{api}/users/create", method="POST", data=new_user,
+                        user=login)[0] == 403
+    code, body = cluster.http(ns, f"{api}/users/get?username={search_user}",
+                              user=(admin_user, admin_password))
+    assert code == 200 and json.loads(body)["user"]["is_admin"] is False, body
+    # the secrets are files only root reads; cluster.env and the auth config name no password
+    for name in ("mlflow_search.credentials", "mlflow_admin.credentials", "auth_token"):
+        assert (cluster.state / name).stat().st_mode & 0o777 == 0o600, name
+    assert cluster.env["SAKDN_MLFLOW_CREDENTIALS"] == str(
+        cluster.state / "mlflow_search.credentials")
+    for name in ("cluster.env", "mlflow_auth.ini", "mlflow.conf", "created.txt"):
+        text = (cluster.state / name).read_text()
+        assert search_password not in text and admin_password not in text, name
+    assert "default_permission = NO_PERMISSIONS" in (cluster.state / "mlflow_auth.ini").read_text()
 
 
 @pytest.mark.integration

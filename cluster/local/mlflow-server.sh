@@ -10,8 +10,9 @@
 #   stop   signal the server's process group (the server and the uvicorn processes it runs;
 #          TERM by default, KILL for a crash), SIGKILL what is left after S seconds, and
 #          return once none of it runs
-#   start  start it as start.sh does and wait up to S seconds (default 120; 0: do not wait)
-#          for /health to answer; its pid is recorded in created.txt, so stop.sh ends it
+#   start  start it as start.sh does (MLflow's authentication on, the same admin and users)
+#          and wait up to S seconds (default 120; 0: do not wait) for /health to answer; its
+#          pid is recorded in created.txt, so stop.sh ends it
 #
 # Only servers recorded in DIR/created.txt are signalled, and only while they are still in
 # the cluster's head namespace (a recycled PID is never hit).
@@ -97,12 +98,15 @@ case "$HOW" in
         fi
         command -v mlflow >/dev/null || die "'mlflow' not found on PATH (activate the venv)"
         mkdir -p "$STATE/logs" "$STATE/artifacts"
-        # Artifacts are proxied: clients upload and download through the server, never see
-        # the path. The Ray token is kept out of the server's environment. MLflow's job
-        # executor (GenAI scorers; eight more processes) is not used by searches: left off.
+        # MLflow's authentication is on (cluster/mlflow-auth.sh: the admin's login in
+        # $STATE/mlflow_admin.credentials, users in $STATE/mlflow_auth.db). Artifacts are
+        # proxied: clients upload and download through the server, never see the path. The Ray
+        # token is kept out of the server's environment. MLflow's job executor (GenAI scorers;
+        # eight more processes) is not used by searches: left off.
         ip netns exec "$NS" env -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH -u RAY_ADDRESS \
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-            setsid mlflow server --host "$HOST" --port "$PORT" --workers 1 \
+            setsid "$REPO/cluster/mlflow-auth.sh" "$STATE" -- \
+            mlflow server --app-name basic-auth --host "$HOST" --port "$PORT" --workers 1 \
             --backend-store-uri "sqlite:///$STATE/mlflow.db" \
             --artifacts-destination "$STATE/artifacts" --serve-artifacts \
             </dev/null >>"$STATE/logs/mlflow.log" 2>&1 &

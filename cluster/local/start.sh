@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start a multi-node Ray cluster on one machine: a head and N workers, each in its own network
 # namespace with its own address on a private bridge, token authentication on, an MLflow tracking
-# server (artifacts proxied) in the head namespace, and a shared storage directory for Tune.
+# server (artifacts proxied, MLflow's authentication on) in the head namespace, and a shared
+# storage directory for Tune.
 #
 #   sudo cluster/local/start.sh [--name ID] [--workers N] [--state DIR] [options]
 #   source DIR/cluster.env
@@ -9,8 +10,8 @@
 #   sudo cluster/local/stop.sh --state DIR
 #
 # Every namespace, link, directory and process started here is recorded in DIR/created.txt, and
-# stop.sh removes exactly those. Needs root (ip netns) and `ray`, `mlflow`, `python3`, `curl` on
-# PATH (the repository's .venv/bin is put first when it exists). See docs/cluster.md.
+# stop.sh removes exactly those. Needs root (ip netns) and `ray`, `mlflow`, `sakdn`, `python3`,
+# `curl` on PATH (the repository's .venv/bin is put first when it exists). See docs/cluster.md.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -96,7 +97,7 @@ ip netns list >/dev/null 2>&1 || die "'ip netns' is not available on this machin
 if [[ -z "${VIRTUAL_ENV:-}" && -x "$REPO/.venv/bin/ray" ]]; then
     PATH="$REPO/.venv/bin:$PATH"
 fi
-for tool in ray mlflow python3 curl; do
+for tool in ray mlflow sakdn python3 curl; do
     command -v "$tool" >/dev/null || die "'$tool' not found on PATH (activate the project's venv)"
 done
 
@@ -231,18 +232,25 @@ done
 # Token: a random secret readable by root only.
 TOKEN_PATH="$STATE/auth_token"
 (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_PATH")
+# The tracking server's search user (not an admin): its login, in MLflow's credentials-file
+# format, readable by root only. Every Ray process gets the file's path, never the password
+# (SAKDN_MLFLOW_CREDENTIALS); the admin's login is made by cluster/mlflow-auth.sh.
+SEARCH_LOGIN="$STATE/mlflow_search.credentials"
+(umask 077 && printf '[mlflow]\nmlflow_tracking_username = %s\nmlflow_tracking_password = %s\n' \
+    sakdn-search "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >"$SEARCH_LOGIN")
 
 MLFLOW_URI="http://$HEAD_IP:$MLFLOW_PORT"
 NO_PROXY_LIST="$SUBNET.0/24,localhost,127.0.0.1${no_proxy:+,$no_proxy}"
 DASHBOARD_URL="http://$HEAD_IP:$DASHBOARD_PORT"
 # The environment of every Ray process (raylets pass it on to trials and job drivers).
 NODE_ENV=(
-    -u RAY_ADDRESS -u RAY_AUTH_TOKEN
+    -u RAY_ADDRESS -u RAY_AUTH_TOKEN -u MLFLOW_TRACKING_USERNAME -u MLFLOW_TRACKING_PASSWORD
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1   # multi-node; a 0 here would pin Ray to loopback
     RAY_AUTH_MODE=token
     RAY_AUTH_TOKEN_PATH="$TOKEN_PATH"
     RAY_USAGE_STATS_ENABLED=0
     MLFLOW_TRACKING_URI="$MLFLOW_URI"
+    SAKDN_MLFLOW_CREDENTIALS="$SEARCH_LOGIN"
     SAKDN_STORAGE="$STATE/storage"
     NO_PROXY="$NO_PROXY_LIST" no_proxy="$NO_PROXY_LIST"   # cluster traffic never via a proxy
 )
@@ -250,7 +258,8 @@ NODE_ENV=(
     RAY_health_check_timeout_ms="$HC_PERIOD_MS" RAY_health_check_initial_delay_ms=0)
 [[ -z "$HC_FAILURES" ]] || NODE_ENV+=(RAY_health_check_failure_threshold="$HC_FAILURES")
 
-# MLflow tracking server in the head namespace; artifacts proxied (clients never see the path).
+# MLflow tracking server in the head namespace; authentication on; artifacts proxied (clients
+# never see the path).
 # mlflow-server.sh starts it (and restarts it after an outage) from mlflow.conf; it records
 # the server's pid in created.txt. Readiness is checked below, from every namespace.
 printf 'ns=%s\nhost=%s\nport=%s\n' "$HEAD_NS" "$HEAD_IP" "$MLFLOW_PORT" >"$STATE/mlflow.conf"
@@ -324,6 +333,14 @@ for ns in "$HEAD_NS" "${WORKER_NS[@]}"; do   # the tracking server must answer f
     done
 done
 
+# The search user, created by the admin (the admin's login stays in the head namespace's file).
+timeout "$(remaining)" ip netns exec "$HEAD_NS" env -u MLFLOW_TRACKING_USERNAME \
+    -u MLFLOW_TRACKING_PASSWORD SAKDN_MLFLOW_CREDENTIALS="$STATE/mlflow_admin.credentials" \
+    NO_PROXY="$NO_PROXY_LIST" no_proxy="$NO_PROXY_LIST" \
+    sakdn tracking-user --credentials "$SEARCH_LOGIN" --tracking-uri "$MLFLOW_URI" \
+    </dev/null >"$STATE/logs/mlflow-user.log" 2>&1 \
+    || { echo "start.sh: could not create the MLflow search user" >&2; exit 1; }
+
 for ns in "$HEAD_NS" "${WORKER_NS[@]}"; do   # the node's processes, as they are now
     for pid in $(ip netns pids "$ns"); do
         if [[ "$pid" != "$MLFLOW_PID" ]]; then record pid "$pid" node "$ns"; fi
@@ -334,6 +351,8 @@ cat >"$STATE/cluster.env" <<EOF
 # Local Ray cluster $P, started $(date -u +%Y-%m-%dT%H:%M:%SZ). Use:
 #   source $STATE/cluster.env
 #   ip netns exec \$SAKDN_HEAD_NS ray job submit --working-dir . -- sakdn search experiments/X.yaml
+# The tracking server needs a login: sakdn reads SAKDN_MLFLOW_CREDENTIALS (the search user);
+# other MLflow clients take MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD from that file.
 export SAKDN_CLUSTER=$P
 export SAKDN_CLUSTER_STATE=$STATE
 export RAY_ADDRESS=$DASHBOARD_URL
@@ -342,6 +361,7 @@ export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$TOKEN_PATH
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1
 export MLFLOW_TRACKING_URI=$MLFLOW_URI
+export SAKDN_MLFLOW_CREDENTIALS=$SEARCH_LOGIN
 export SAKDN_STORAGE=$STATE/storage
 export SAKDN_HEAD_NS=$HEAD_NS
 export SAKDN_HEAD_IP=$HEAD_IP
@@ -353,5 +373,5 @@ EOF
 
 READY=1
 echo "cluster $P ready: head $HEAD_IP ($HEAD_NS), workers ${WORKER_IPS[*]}"
-echo "  Jobs API  $DASHBOARD_URL (token auth)   MLflow $MLFLOW_URI   storage $STATE/storage"
+echo "  Jobs API  $DASHBOARD_URL (token auth)   MLflow $MLFLOW_URI (login)   storage $STATE/storage"
 echo "  source $STATE/cluster.env; stop with: $HERE/stop.sh --state $STATE"

@@ -2,10 +2,12 @@
 
 Order matters: the experiment file, the ``search:`` section, the space, every weights file a
 trial can load, sampler, pruner and scheduler are all validated before Ray starts, so a typo or
-a weights file that is not staged fails in seconds with a message naming the file. Then the preprocessing caches are built once (trials only read them), the
-MLflow parent run is opened (or reopened on ``--resume``), and Ray is joined: the cluster in
-``RAY_ADDRESS`` (set by ``ray job submit``) or ``--address``, else an embedded single-node
-Ray bound to the loopback interface.
+a weights file that is not staged fails in seconds with a message naming the file; a tracking
+server's login is checked before anything is written, so missing or wrong credentials are one
+message naming the server, not a failure in every trial. Then the preprocessing caches are
+built once (trials only read them), the MLflow parent run is opened (or reopened on
+``--resume``), and Ray is joined: the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``)
+or ``--address``, else an embedded single-node Ray bound to the loopback interface.
 
 Layout of a search on disk (``search.storage_path``, default ``runs/search``)::
 
@@ -107,6 +109,9 @@ def run_search(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     p = prepare(experiment_path, overrides)
+    from sakdn.tracking_auth import check_login
+
+    check_login(p.search.tracking_uri)  # a missing or wrong login stops here, before anything
     parts = _build_parts(p)  # sampler, pruner, searcher, scheduler: may raise ConfigError
     tune_dir = p.search.search_dir / TUNE_DIR
     restorable = _check_state(p, parts["searcher"], tune_dir, resume)
@@ -512,11 +517,21 @@ def _print_summary(result: SearchResult) -> None:
               f"  (MLflow run {result.best_run_id})")
     if result.teacher_lookups:
         print(f"teacher store: {result.teacher_hits} hits / {result.teacher_lookups} lookups")
-    print(f"compare: mlflow ui --backend-store-uri {result.tracking_uri}")
+    print(f"compare: {_browse(result.tracking_uri)}")
     print(f"best config: sakdn best {result.name}"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""))
     print(f"final model: sakdn train --from-best {result.name}"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""), flush=True)
+
+
+def _browse(tracking_uri: str) -> str:
+    """How to open a search's runs: the server's UI, or a UI on this machine's loopback only
+    for a local store."""
+    from sakdn.tracking_auth import is_server
+
+    if is_server(tracking_uri):
+        return f"open {tracking_uri} (log in as the search user or an admin)"
+    return f"mlflow ui --host 127.0.0.1 --backend-store-uri {tracking_uri}"
 
 
 def _quiet_logs() -> None:
