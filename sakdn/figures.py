@@ -40,7 +40,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from sakdn import losses
-from sakdn.config import ExperimentConfig, parse_subset
+from sakdn.config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from sakdn.seeding import derive_seed, seed_everything
 from sakdn.train import checkpoint as ckpt
 from sakdn.train.attention import gsdm_plan
 from sakdn.train.data import DataBundle, build_data, clip_dataset
-from sakdn.train.loop import Callback, EpochReport, RunContext, resolve_device
+from sakdn.train.checkpoint import StageProgress
+from sakdn.train.loop import Callback, EpochReport, RunContext, StageState, resolve_device
 from sakdn.data.dataset import RecordingDataset
 from sakdn.train.student_stage import StudentStage, outputs_salt, student_gflops
 from sakdn.train.teacher_stage import TeacherStage, evaluate_teachers
@@ -65,7 +66,6 @@ def train(
         teacher_store: a directory shared by runs; identical teacher stages train once.
         final: train on train + validation, keep the last epoch, evaluate once on test.
     """
-    callback = callback or _noop
     workdir = Path(workdir or config.train.output_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(dump_yaml(config))
@@ -86,17 +86,18 @@ def train(
         log(note)
     bundle = build_data(config, final=final, log=log)
     resume = _load_resume(workdir, config, log)
-    history: list[dict[str, Any]] = list(resume["history"]) if resume else []
+    run = _Run(config, bundle, ctx, workdir, callback or _noop,
+               list(resume.history) if resume else [],
+               TeacherStore(teacher_store) if teacher_store else None)
 
-    teachers, hit = _teacher_stage(config, bundle, ctx, callback, workdir, teacher_store, resume, history)
+    teachers = _teacher_stage(run, resume)
     outputs = None  # the store's outputs of this teacher set (reused by every trial that hits it)
-    if teacher_store and hit is not None and config.train.cache_teacher_outputs:
+    if run.store and config.train.cache_teacher_outputs:
         key = teacher_key(config, bundle.data.manifest["key"])
-        outputs = TeacherStore(teacher_store).outputs(key, outputs_salt(ctx, config, plan))
-    student_stage = _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
-                                   plan, outputs)
+        outputs = run.store.outputs(key, outputs_salt(ctx, config, plan))
+    student_stage = _student_stage(run, teachers, plan, resume, outputs)
 
-    metrics = _summary(config, bundle, ctx, teachers, student_stage, history, final)
+    metrics = _summary(config, bundle, ctx, teachers, student_stage, final)
     metrics["time/seconds"] = time.time() - started
     models = workdir / "models"
     meta = {"final": final, "class_names": list(bundle.index.class_names),
@@ -104,120 +105,115 @@ def train(
     teacher_path = ckpt.save_model(models / ckpt.TEACHERS_NAME, teachers, config, meta)
     student_path = ckpt.save_model(models / ckpt.STUDENT_NAME, student_stage.model, config, meta)
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return TrainResult(metrics, history, teacher_path, student_path, hit, workdir,
-                       plan.effective())
+    return TrainResult(metrics, run.history, teacher_path, student_path, run.teacher_cache_hit,
+                       workdir, plan.effective())
 
 
-def _load_resume(workdir: Path, config: ExperimentConfig, log) -> dict[str, Any] | None:
+@dataclass
+class _Run:
+    """One training run in progress: what both stages read, and the history they append to."""
+
+    config: ExperimentConfig
+    bundle: DataBundle
+    ctx: RunContext
+    workdir: Path
+    callback: Callback
+    history: list[dict[str, Any]]
+    store: TeacherStore | None
+    teacher_cache_hit: bool | None = None
+
+    def checkpoint(self, stage: str, epoch: int, teachers: dict | None = None,
+                   progress: StageProgress | None = None) -> Path:
+        """Write where the run stands; returns the checkpoint's directory."""
+        path = self.workdir / "checkpoint" / ckpt.CHECKPOINT_NAME
+        ckpt.RunCheckpoint(self.config.to_flat(), stage, epoch, self.history, teachers, progress,
+                           self.teacher_cache_hit).save(path)
+        return path.parent
+
+    def fit(self, stage: StageState, start: int, epochs: int, step_offset: int,
+            teachers: dict | None = None) -> None:
+        """A stage's epochs after ``start``: train, record, checkpoint, report; then keep its
+        best-validation weights. ``step`` runs on across both stages (teacher epochs first)."""
+        for epoch in range(start + 1, epochs + 1):
+            metrics = stage.run_epoch(epoch)
+            metrics[f"{stage.name}/best_val_acc"] = max(stage.best_acc, 0.0)
+            step = step_offset + epoch
+            self.history.append({"stage": stage.name, "epoch": epoch, "step": step,
+                                 "metrics": metrics})
+            directory = self.checkpoint(stage.name, epoch, teachers, stage.state())
+            done = stage.name == ckpt.STAGES[-1] and epoch == epochs
+            self.callback(EpochReport(stage.name, epoch, step, metrics, directory, done=done))
+        stage.finish()
+
+
+def _load_resume(workdir: Path, config: ExperimentConfig, log) -> ckpt.RunCheckpoint | None:
     path = workdir / "checkpoint" / ckpt.CHECKPOINT_NAME
     if not path.exists():
         return None
-    state = ckpt.load(path)
-    if state.get("config") != config.to_flat():
+    state = ckpt.RunCheckpoint.load(path)
+    if state.config != config.to_flat():
         log(f"{path} belongs to a different configuration; starting afresh")
         return None
-    log(f"resuming from {path} ({state['stage']} epoch {state['epoch']})")
+    log(f"resuming from {path} ({state.stage} epoch {state.epoch})")
     return state
 
 
-def _save(workdir: Path, payload: dict[str, Any]) -> Path:
-    directory = workdir / "checkpoint"
-    ckpt.save(directory / ckpt.CHECKPOINT_NAME, payload)
-    return directory
-
-
-def _teacher_stage(config, bundle: DataBundle, ctx, callback, workdir, store_dir, resume, history):
+def _teacher_stage(run: _Run, resume: ckpt.RunCheckpoint | None) -> torch.nn.Module:
     """Train (or reuse) the teachers; returns the frozen best-validation teacher set."""
-    stage = TeacherStage(config, bundle, ctx)
-    if resume and resume["stage"] == "student":
-        stage.model.load_state_dict(resume["teachers"])
-        return stage.model, resume.get("teacher_cache_hit")
-    store = TeacherStore(store_dir) if store_dir else None
-    key = teacher_key(config, bundle.data.manifest["key"])
-    if store is None:
-        _train_teachers(stage, config, callback, workdir, resume, history)
-        return stage.model, None
-    with store.locked(key):
-        if store.has(key) and not (resume and resume["stage"] == "teacher"):
-            state, _, _ = ckpt.load_model_file(store.entry(key) / ckpt.TEACHERS_NAME)
-            stage.model.load_state_dict(state)
-            for record in store.read_history(key):  # replay, so every trial shows its curves
-                history.append(record)
-                callback(EpochReport("teacher", record["epoch"], record["step"], record["metrics"]))
-            store.record(key, hit=True, run=str(workdir))
-            ctx.log(f"teacher cache hit {key}")
-            hit = True
-        else:
-            _train_teachers(stage, config, callback, workdir, resume, history)
-            ckpt.save_model(store.entry(key) / ckpt.TEACHERS_NAME, stage.model, config, {})
-            store.write_history(key, [h for h in history if h["stage"] == "teacher"])
-            store.record(key, hit=False, run=str(workdir))
-            hit = False
-    _save(workdir, _payload(config, "student", 0, history, stage.model.state_dict(), None, hit))
-    return stage.model, hit
+    stage = TeacherStage(run.config, run.bundle, run.ctx)
+    if resume and resume.stage == "student":
+        stage.model.load_state_dict(resume.teachers)
+        run.teacher_cache_hit = resume.teacher_cache_hit
+        return stage.model
+    resuming = resume if resume and resume.stage == "teacher" else None
+    if run.store is None:
+        _train_teachers(run, stage, resuming)
+    else:
+        key = teacher_key(run.config, run.bundle.data.manifest["key"])
+        with run.store.locked(key):
+            run.teacher_cache_hit = run.store.has(key) and resuming is None
+            if run.teacher_cache_hit:
+                state, _, _ = ckpt.load_model_file(run.store.entry(key) / ckpt.TEACHERS_NAME)
+                stage.model.load_state_dict(state)
+                for record in run.store.read_history(key):  # replay: every trial shows curves
+                    run.history.append(record)
+                    run.callback(EpochReport("teacher", record["epoch"], record["step"],
+                                             record["metrics"]))
+                run.ctx.log(f"teacher cache hit {key}")
+            else:
+                _train_teachers(run, stage, resuming)
+                ckpt.save_model(run.store.entry(key) / ckpt.TEACHERS_NAME, stage.model,
+                                run.config, {})
+                run.store.write_history(key, [h for h in run.history if h["stage"] == "teacher"])
+            run.store.record(key, hit=run.teacher_cache_hit, run=str(run.workdir))
+    run.checkpoint("student", 0, stage.model.state_dict())
+    return stage.model
 
 
-def _train_teachers(stage: TeacherStage, config, callback, workdir, resume, history) -> None:
+def _train_teachers(run: _Run, stage: TeacherStage, resume: ckpt.RunCheckpoint | None) -> None:
     start = 0
-    if resume and resume["stage"] == "teacher":
-        stage.load_state(resume["teacher_stage"])
-        start = resume["epoch"]
-    for epoch in range(start + 1, config.teacher.epochs + 1):
-        metrics = stage.run_epoch(epoch)
-        metrics["teacher/best_val_acc"] = max(stage.best_acc, 0.0)
-        record = {"stage": "teacher", "epoch": epoch, "step": epoch, "metrics": metrics}
-        history.append(record)
-        payload = _payload(config, "teacher", epoch, history, None, None, None)
-        payload["teacher_stage"] = stage.state()
-        directory = _save(workdir, payload)
-        callback(EpochReport("teacher", epoch, epoch, metrics, directory))
-    stage.finish()
-    if resume is None or resume["stage"] == "teacher":
-        _save(workdir, _payload(config, "student", 0, history, stage.model.state_dict(), None, None))
+    if resume is not None:
+        stage.load_state(resume.progress)
+        start = resume.epoch
+    run.fit(stage, start, run.config.teacher.epochs, step_offset=0)
 
 
-def _student_stage(config, bundle, ctx, callback, workdir, teachers, resume, history,
-                   plan, outputs=None) -> StudentStage:
+def _student_stage(run: _Run, teachers, plan, resume: ckpt.RunCheckpoint | None,
+                   outputs=None) -> StudentStage:
     # The student's initial weights must not depend on how the teachers came about (trained
     # here, reused from the store, or resumed): seed its construction on its own.
-    torch.manual_seed(derive_seed(config.train.seed, "student", "init"))
-    stage = StudentStage(config, bundle, ctx, teachers, plan, outputs)
+    torch.manual_seed(derive_seed(run.config.train.seed, "student", "init"))
+    stage = StudentStage(run.config, run.bundle, run.ctx, teachers, plan, outputs)
     start = 0
-    if resume and resume["stage"] == "student" and resume["epoch"] > 0:
-        stage.load_state(resume["student_stage"])
-        start = resume["epoch"]
-    offset = config.teacher.epochs
-    teacher_state = teachers.state_dict()
-    for epoch in range(start + 1, config.student.epochs + 1):
-        metrics = stage.run_epoch(epoch)
-        metrics["student/best_val_acc"] = max(stage.best_acc, 0.0)
-        step = offset + epoch
-        record = {"stage": "student", "epoch": epoch, "step": step, "metrics": metrics}
-        history.append(record)
-        payload = _payload(config, "student", epoch, history, teacher_state, stage.state(), None)
-        directory = _save(workdir, payload)
-        done = epoch == config.student.epochs
-        callback(EpochReport("student", epoch, step, metrics, directory, done=done))
-    stage.finish()
+    if resume and resume.stage == "student" and resume.epoch > 0:
+        stage.load_state(resume.progress)
+        start = resume.epoch
+    run.fit(stage, start, run.config.student.epochs, step_offset=run.config.teacher.epochs,
+            teachers=teachers.state_dict())
     return stage
 
 
-def _payload(config, stage, epoch, history, teachers, student_stage, hit) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "config": config.to_flat(),
-        "stage": stage,
-        "epoch": epoch,
-        "history": history,
-        "teacher_cache_hit": hit,
-    }
-    if teachers is not None:
-        payload["teachers"] = teachers
-    if student_stage is not None:
-        payload["student_stage"] = student_stage
-    return payload
-
-
-def _summary(config, bundle, ctx, teachers, stage: StudentStage, history, final) -> dict[str, float]:
+def _summary(config, bundle, ctx, teachers, stage: StudentStage, final) -> dict[str, float]:
     """Best validation metrics (search) or one evaluation on test (final training)."""
     metrics: dict[str, float] = {}
 

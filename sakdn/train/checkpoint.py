@@ -7,7 +7,9 @@ leaves a half-written checkpoint that a resumed trial would trust.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,63 @@ from sakdn.errors import ConfigError
 CHECKPOINT_NAME = "checkpoint.pt"
 TEACHERS_NAME = "teachers.pt"
 STUDENT_NAME = "student.pt"
+STAGES = ("teacher", "student")  # in training order
+
+
+@dataclass
+class StageProgress:
+    """What a stage needs to continue where it stopped: the weights, the optimiser and schedule
+    state, and the best validation accuracy with its weights."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    best_acc: float
+    best_state: dict[str, torch.Tensor] | None
+
+
+@dataclass
+class RunCheckpoint:
+    """Where a training run stands, written after every epoch of either stage.
+
+    Attributes:
+        config: the flat configuration of the run (a checkpoint resumes only the same one).
+        stage: the stage in progress, ``teacher`` or ``student``.
+        epoch: that stage's last finished epoch (0: the stage has not started).
+        history: every epoch record so far, both stages.
+        teachers: the frozen teachers' weights, once the teacher stage is over.
+        progress: the running stage's :class:`StageProgress` (None before its first epoch).
+        teacher_cache_hit: whether the teachers came from the teacher store (None: no store).
+    """
+
+    config: dict[str, Any]
+    stage: str
+    epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    teachers: dict[str, torch.Tensor] | None = None
+    progress: StageProgress | None = None
+    teacher_cache_hit: bool | None = None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(stage rank, epoch): a larger position is further into the run."""
+        return STAGES.index(self.stage), self.epoch
+
+    def save(self, path: str | Path) -> Path:
+        return save(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunCheckpoint:
+        """Read a run checkpoint; a file of another layout is a ConfigError naming it."""
+        payload = load(path)
+        if not isinstance(payload, dict) or payload.get("stage") not in STAGES:
+            raise ConfigError("checkpoint", str(path), "not a run checkpoint (no stage)")
+        try:
+            progress = payload.get("progress")
+            return cls(**{**payload, "progress": None if progress is None
+                          else StageProgress(**progress)})
+        except TypeError as err:
+            raise ConfigError("checkpoint", str(path), f"not a run checkpoint ({err})") from None
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:

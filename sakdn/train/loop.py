@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from sakdn.errors import TrialDiverged
 from sakdn.seeding import derive_seed
+from sakdn.train.checkpoint import StageProgress
+from sakdn.train.metrics import topk_correct
 
 
 @dataclass
@@ -59,20 +61,77 @@ class RunContext:
 
 
 class StageState:
-    """What both stages share: the best-validation weights and a resumable state.
+    """What both stages share: the epoch loop, the best-validation weights, a resumable state.
 
-    Subclasses set ``model``, ``optimizer``, ``schedule``, ``best_acc`` and ``best_state``.
+    A stage supplies its model, optimiser, schedule, data and one ``step`` per batch; the
+    loop (:meth:`run_epoch`) is the same for both, so seeding, divergence checks, the update
+    and the epoch's averages cannot drift apart between the stages.
     """
 
+    name: str  # "teacher" | "student": the metric prefix and the seed namespace
+    ctx: RunContext
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     best_acc: float
     best_state: dict[str, torch.Tensor] | None
+    train_set: Any
     val_set: Any
+    batch_size: int
+    num_workers: int
 
-    def end_epoch(self, prefix: str, sums: dict[str, float], correct: int, seen: int) -> dict:
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One batch's loss terms (``loss`` is the total) and the logits its train accuracy uses."""
+        raise NotImplementedError
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Per-epoch set-up beyond the shared seeding (e.g. augmentation or relation seeds)."""
+
+    def before_backward(self, index: int, terms: dict[str, torch.Tensor]) -> None:
+        """Look at a batch's finite terms before the update (e.g. gradient diagnostics)."""
+
+    def epoch_extras(self) -> dict[str, float]:
+        """Metrics the stage gathered during the epoch, besides the averaged loss terms."""
+        return {}
+
+    def loader_seed(self, epoch: int) -> int:
+        return derive_seed(self.ctx.seed, self.name, epoch, "loader")
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """One training epoch, then validation: seeded order, one update per batch."""
+        ctx = self.ctx
+        seed_epoch(ctx.seed, self.name, epoch)
+        self.begin_epoch(epoch)
+        loader = make_loader(self.train_set, self.batch_size, True, self.loader_seed(epoch),
+                             self.num_workers, ctx.device)
+        self.model.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        bar = progress_bar(loader, len(loader), f"{self.name} {epoch}", ctx.progress)
+        for index, batch in enumerate(bar):
+            batch = ctx.to_device(batch)
+            with ctx.autocast():
+                terms, logits = self.step(batch)
+            check_finite(self.name, epoch, terms)
+            self.before_backward(index, terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer.step()
+            n = len(batch["label"])
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            correct += topk_correct(logits.detach(), batch["label"], 1)
+            seen += n
+        metrics = self.end_epoch(sums, correct, seen)
+        metrics.update({f"{self.name}/{k}": v for k, v in self.epoch_extras().items()})
+        return metrics
+
+    def evaluate(self, dataset: Any, split: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def end_epoch(self, sums: dict[str, float], correct: int, seen: int) -> dict[str, float]:
         """Step the schedule, average the epoch's loss terms, validate, keep the best weights."""
+        prefix = self.name
         self.schedule.step()
         metrics = {f"{prefix}/{k}": v / max(seen, 1) for k, v in sums.items()}
         metrics[f"{prefix}/train_acc"] = correct / max(seen, 1)
@@ -90,21 +149,16 @@ class StageState:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "best_acc": self.best_acc,
-            "best_state": self.best_state,
-        }
+    def state(self) -> StageProgress:
+        return StageProgress(self.model.state_dict(), self.optimizer.state_dict(),
+                             self.schedule.state_dict(), self.best_acc, self.best_state)
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.best_acc = state["best_acc"]
-        self.best_state = state["best_state"]
+    def load_state(self, state: StageProgress) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.schedule)
+        self.best_acc = state.best_acc
+        self.best_state = state.best_state
 
 
 def resolve_device(name: str) -> torch.device:

@@ -32,21 +32,11 @@ from sakdn.models.student import Student
 from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train.attention import GSDMPlan, maps_salt, student_maps, teacher_maps
 from sakdn.train.data import DataBundle, clip_dataset
-from sakdn.train.loop import (
-    RunContext,
-    StageState,
-    check_finite,
-    make_loader,
-    make_optimizer,
-    make_schedule,
-    progress_bar,
-    seed_epoch,
-)
 from sakdn.seeding import derive_seed
+from sakdn.train.loop import RunContext, StageState, make_loader, make_optimizer, make_schedule
 from sakdn.train.metrics import topk_correct
 from sakdn.train.teacher_store import Layout, TeacherOutputs
 
-STAGE = "student"
 GRAD_RATIO_EVERY = 5  # gsdm_grad_ratio: batches 0, 5, 10, … of each epoch
 OUTPUTS_FORMAT = "2"  # bump when TeacherBatch's stored fields change
 
@@ -139,6 +129,8 @@ def build_student(config: ExperimentConfig, bundle: DataBundle) -> Student:
 class StudentStage(StageState):
     """Owns the student, its optimiser and schedule, and the frozen teachers."""
 
+    name = "student"
+
     def __init__(
         self,
         config: ExperimentConfig,
@@ -161,7 +153,9 @@ class StudentStage(StageState):
             sc.weight_decay, sc.momentum,
         )
         self.schedule = make_schedule(self.optimizer, sc.epochs, sc.lr_decay_at, sc.lr_gamma)
-        self.train_set = clip_dataset(config, bundle, bundle.train, train=True)
+        self.clips = clip_dataset(config, bundle, bundle.train, train=True)
+        self.train_set = _WithIndex(self.clips)  # batches know their rows (stored outputs)
+        self.batch_size, self.num_workers = sc.batch_size, config.data.num_workers
         self.val_set = clip_dataset(config, bundle, bundle.val) if len(bundle.val) else None
         vectors = bundle.class_vectors
         self.class_vectors = (
@@ -173,41 +167,26 @@ class StudentStage(StageState):
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ training
-    def run_epoch(self, epoch: int) -> dict[str, float]:
-        sc, ctx = self.config.student, self.ctx
-        seed_epoch(ctx.seed, STAGE, epoch)
+    def begin_epoch(self, epoch: int) -> None:
         for module in self.model.modules():  # TRN relation sampling: reseeded per epoch too
             if isinstance(getattr(module, "generator", None), torch.Generator):
-                module.generator.manual_seed(derive_seed(ctx.seed, STAGE, epoch, "relations"))
-        self.train_set.set_epoch(epoch)
-        loader = make_loader(
-            _WithIndex(self.train_set), sc.batch_size, True, ctx.seed * 104729 + epoch,
-            self.config.data.num_workers, ctx.device,
-        )
-        self.model.train()
-        sums: dict[str, float] = {}
-        ratios: list[float] = []
-        correct = seen = 0
-        for i, batch in enumerate(progress_bar(loader, len(loader), f"student {epoch}",
-                                               ctx.progress)):
-            batch = ctx.to_device(batch)
-            with ctx.autocast():
-                terms, logits = self.distillation_step(batch)
-            check_finite(STAGE, epoch, terms)
-            if i % GRAD_RATIO_EVERY == 0 and self.config.distill.lambda_gsdm > 0:
-                ratios.append(self.gsdm_grad_ratio(terms))
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.optimizer.step()
-            n = len(batch["label"])
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            correct += topk_correct(logits.detach(), batch["label"], 1)
-            seen += n
-        metrics = self.end_epoch("student", sums, correct, seen)
-        if ratios:
-            metrics["student/gsdm_grad_ratio"] = float(np.mean(ratios))
-        return metrics
+                module.generator.manual_seed(derive_seed(self.ctx.seed, self.name, epoch,
+                                                         "relations"))
+        self.clips.set_epoch(epoch)
+        self._ratios: list[float] = []
+
+    def loader_seed(self, epoch: int) -> int:
+        return self.ctx.seed * 104729 + epoch
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.distillation_step(batch)
+
+    def before_backward(self, index: int, terms: dict[str, torch.Tensor]) -> None:
+        if index % GRAD_RATIO_EVERY == 0 and self.config.distill.lambda_gsdm > 0:
+            self._ratios.append(self.gsdm_grad_ratio(terms))
+
+    def epoch_extras(self) -> dict[str, float]:
+        return {"gsdm_grad_ratio": float(np.mean(self._ratios))} if self._ratios else {}
 
     def distillation_step(
         self, batch: dict[str, torch.Tensor]
@@ -243,7 +222,7 @@ class StudentStage(StageState):
         if self.outputs is None or "index" not in batch:
             return run_teachers(self.teachers, sensors, mask, self.config, self.class_vectors,
                                 self.plan)
-        rows = self.train_set.rows[batch["index"].cpu().numpy()]
+        rows = self.clips.rows[batch["index"].cpu().numpy()]
         key = self.outputs.key(rows)
         stored = self.outputs.load(key)
         if stored is not None and len(stored) == len(rows):

@@ -10,20 +10,8 @@ from sakdn.config import ExperimentConfig
 from sakdn.data.dataset import RecordingDataset
 from sakdn.models.teacher import TeacherEnsemble, teacher_loss
 from sakdn.train.data import DataBundle
-from sakdn.train.loop import (
-    RunContext,
-    StageState,
-    check_finite,
-    make_loader,
-    make_optimizer,
-    make_schedule,
-    progress_bar,
-    seed_epoch,
-)
+from sakdn.train.loop import RunContext, StageState, make_loader, make_optimizer, make_schedule
 from sakdn.train.metrics import topk_correct
-
-STAGE = "teacher"
-
 
 def build_teachers(config: ExperimentConfig, bundle: DataBundle) -> TeacherEnsemble:
     return TeacherEnsemble(
@@ -45,15 +33,19 @@ class TeacherStage(StageState):
     the test split, P12).
     """
 
+    name = "teacher"
+
     def __init__(self, config: ExperimentConfig, bundle: DataBundle, ctx: RunContext) -> None:
         self.config, self.bundle, self.ctx = config, bundle, ctx
         tc = config.teacher
         self.model = build_teachers(config, bundle).to(ctx.device)
         if ctx.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(tc.optimizer, self.model.parameters(), tc.lr, tc.weight_decay)
+        self.optimizer = make_optimizer(tc.optimizer, self.model.parameters(), tc.lr,
+                                        tc.weight_decay)
         self.schedule = make_schedule(self.optimizer, tc.epochs, tc.lr_decay_at, tc.lr_gamma)
         self.train_set = RecordingDataset(bundle.data, bundle.train)
+        self.batch_size, self.num_workers = tc.batch_size, config.data.num_workers
         self.val_set = RecordingDataset(bundle.data, bundle.val) if len(bundle.val) else None
         vectors = bundle.class_vectors
         self.class_vectors = (
@@ -64,31 +56,13 @@ class TeacherStage(StageState):
         self.best_acc = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def run_epoch(self, epoch: int) -> dict[str, float]:
-        tc, ctx = self.config.teacher, self.ctx
-        seed_epoch(ctx.seed, STAGE, epoch)
-        loader = make_loader(
-            self.train_set, tc.batch_size, True, ctx.seed * 7919 + epoch,
-            self.config.data.num_workers, ctx.device,
-        )
-        self.model.train()
-        sums: dict[str, float] = {}
-        correct = seen = 0
-        for batch in progress_bar(loader, len(loader), f"teacher {epoch}", ctx.progress):
-            batch = ctx.to_device(batch)
-            with ctx.autocast():
-                out = self.model(batch["sensors"], batch["mask"])
-                terms = teacher_loss(out, batch["label"], self.class_vectors, tc)
-            check_finite(STAGE, epoch, terms)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.optimizer.step()
-            n = len(batch["label"])
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            correct += topk_correct(fused_logits(out.logits, batch["mask"]), batch["label"], 1)
-            seen += n
-        return self.end_epoch("teacher", sums, correct, seen)
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        out = self.model(batch["sensors"], batch["mask"])
+        terms = teacher_loss(out, batch["label"], self.class_vectors, self.config.teacher)
+        return terms, fused_logits(out.logits, batch["mask"])
+
+    def loader_seed(self, epoch: int) -> int:
+        return self.ctx.seed * 7919 + epoch
 
     def evaluate(self, dataset: RecordingDataset, split: str) -> dict[str, float]:
         return evaluate_teachers(
@@ -153,7 +127,9 @@ class TeacherPredictions(NamedTuple):
 
 
 @torch.no_grad()
-def predict_teachers(model, dataset, config: ExperimentConfig, ctx: RunContext) -> TeacherPredictions:
+def predict_teachers(
+    model, dataset, config: ExperimentConfig, ctx: RunContext
+) -> TeacherPredictions:
     """Every recording's teacher outputs, batched in index order at the training batch size."""
     model.eval()
     loader = make_loader(dataset, config.teacher.batch_size, False, 0, 0, ctx.device)

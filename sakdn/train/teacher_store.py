@@ -125,7 +125,8 @@ class TeacherOutputs:
         if self._layout is None:
             path = self.directory / "layout.json"
             if path.exists():
-                self._layout = [(name, tuple(shape)) for name, shape in json.loads(path.read_text())]
+                stored = json.loads(path.read_text())
+                self._layout = [(name, tuple(shape)) for name, shape in stored]
         return self._layout
 
     def load(self, key: str) -> np.ndarray | None:
