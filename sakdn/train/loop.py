@@ -94,16 +94,14 @@ class StageState:
         """Metrics the stage gathered during the epoch, besides the averaged loss terms."""
         return {}
 
-    def loader_seed(self, epoch: int) -> int:
-        return derive_seed(self.ctx.seed, self.name, epoch, "loader")
-
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One training epoch, then validation: seeded order, one update per batch."""
         ctx = self.ctx
         seed_epoch(ctx.seed, self.name, epoch)
         self.begin_epoch(epoch)
-        loader = make_loader(self.train_set, self.batch_size, True, self.loader_seed(epoch),
-                             self.num_workers, ctx.device)
+        loader = make_loader(self.train_set, self.batch_size, True,
+                             derive_seed(ctx.seed, self.name, epoch, "loader"), self.num_workers,
+                             ctx.device)
         self.model.train()
         sums: dict[str, float] = {}
         correct = seen = 0

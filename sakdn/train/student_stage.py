@@ -175,8 +175,6 @@ class StudentStage(StageState):
         self.clips.set_epoch(epoch)
         self._ratios: list[float] = []
 
-    def loader_seed(self, epoch: int) -> int:
-        return self.ctx.seed * 104729 + epoch
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return self.distillation_step(batch)

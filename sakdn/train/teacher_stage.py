@@ -61,8 +61,6 @@ class TeacherStage(StageState):
         terms = teacher_loss(out, batch["label"], self.class_vectors, self.config.teacher)
         return terms, fused_logits(out.logits, batch["mask"])
 
-    def loader_seed(self, epoch: int) -> int:
-        return self.ctx.seed * 7919 + epoch
 
     def evaluate(self, dataset: RecordingDataset, split: str) -> dict[str, float]:
         return evaluate_teachers(
