@@ -248,7 +248,9 @@ class TrainConfig(Section):
     # $TORCH_HOME/hub/checkpoints. A search fills it in with the directory its driver checked.
     weights_dir: str = _f("")
     progress: bool = _f(True)
-    eval_every: int = _f(1, lo=1, hi=1000)
+    # also test the kept (validation-chosen) model once at the end of a non-final run: what an
+    # ablation reports; nothing is ever selected on the test split
+    evaluate_test: bool = _f(False)
     # with a teacher store: keep the frozen teachers' student-stage outputs beside the stored
     # teacher set, so runs that reuse it skip the teachers' forward passes
     cache_teacher_outputs: bool = _f(True)

@@ -98,6 +98,7 @@ def train(
     student_stage = _student_stage(run, teachers, plan, resume, outputs)
 
     metrics = _summary(config, bundle, ctx, teachers, student_stage, final)
+    metrics.update(_late_validation(run.history))
     metrics["time/seconds"] = time.time() - started
     models = workdir / "models"
     meta = {"final": final, "class_names": list(bundle.index.class_names),
@@ -214,23 +215,38 @@ def _student_stage(run: _Run, teachers, plan, resume: ckpt.RunCheckpoint | None,
 
 
 def _summary(config, bundle, ctx, teachers, stage: StudentStage, final) -> dict[str, float]:
-    """Best validation metrics (search) or one evaluation on test (final training)."""
+    """The kept models on validation (search), on test once (final training), or on both
+    (``train.evaluate_test``: the validation-chosen model also tested, for ablations)."""
     metrics: dict[str, float] = {}
-
-    split = bundle.test if final else bundle.val
-    name = "test" if final else "val"
-    if len(split):
+    splits = [("test", bundle.test)] if final else [("val", bundle.val)]
+    if not final and config.train.evaluate_test:
+        splits.append(("test", bundle.test))
+    for name, split in splits:
+        if not len(split):
+            continue
         recordings = RecordingDataset(bundle.data, split)
         names = bundle.index.sensor_names
         metrics.update(evaluate_teachers(teachers, recordings, config, ctx, names, name,
                                          bundle.class_vectors))
-        metrics.update(
-            stage.evaluate(clip_dataset(config, bundle, split), name)
-        )
+        metrics.update(stage.evaluate(clip_dataset(config, bundle, split), name))
     metrics["student/gflops"] = student_gflops(
         stage.model, config.student.segments, config.data.frame_size
     )
     return metrics
+
+
+LATE_EPOCHS = 5  # student/val_acc_last5: a validation figure that selects nothing
+
+
+def _late_validation(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean validation accuracy of the student's last ``LATE_EPOCHS`` epochs: smoother than
+    the best epoch, which is the maximum of noisy values and so biased upwards."""
+    values = [h["metrics"]["student/val_acc"] for h in history
+              if h["stage"] == "student" and "student/val_acc" in h["metrics"]]
+    if not values:
+        return {}
+    return {f"student/val_acc_last{LATE_EPOCHS}": sum(values[-LATE_EPOCHS:])
+            / len(values[-LATE_EPOCHS:])}
 
 
 def load_student(path: str | Path) -> tuple[torch.nn.Module, ExperimentConfig, dict]:

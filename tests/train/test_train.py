@@ -177,3 +177,24 @@ def test_teacher_store_reuses_an_identical_teacher_stage(tiny_root, tmp_path) ->
     third = train(tiny_config(tiny_root, tmp_path / "3", **{"teacher.lr": 2e-3}),
                   workdir=tmp_path / "3", teacher_store=store, log=quiet)
     assert third.teacher_cache_hit is False  # a teacher setting changed: trained anew
+
+
+def test_evaluate_test_reports_the_validation_chosen_model_on_test(tiny_root, tmp_path) -> None:
+    from sakdn.train.data import clip_dataset
+    from sakdn.train.student_stage import predict_student
+
+    config = tiny_config(tiny_root, tmp_path, **{"train.evaluate_test": True,
+                                                 "student.epochs": 3})
+    result = train(config, workdir=tmp_path / "run", log=quiet)
+    val = [h["metrics"]["student/val_acc"] for h in result.history if h["stage"] == "student"]
+    assert result.metrics["student/val_acc_last5"] == pytest.approx(sum(val) / 3)
+    assert result.metrics["student/val_acc"] == max(val)  # the kept model: best validation
+    student, _, _ = load_student(result.student_path)
+    bundle = build_data(config, log=quiet)
+    logits, labels = predict_student(student, clip_dataset(config, bundle, bundle.test), config,
+                                     RunContext(torch.device("cpu"), False, False, 0, False))
+    expected = float((logits.argmax(1) == labels).float().mean())
+    assert result.metrics["student/test_acc"] == pytest.approx(expected)
+    assert "teacher/test_acc" in result.metrics
+    plain = train(tiny_config(tiny_root, tmp_path / "p"), workdir=tmp_path / "p", log=quiet)
+    assert "student/test_acc" not in plain.metrics  # a search's trial never touches test
