@@ -251,6 +251,7 @@ class TrainConfig(Section):
     # also test the kept (validation-chosen) model once at the end of a non-final run: what an
     # ablation reports; nothing is ever selected on the test split
     evaluate_test: bool = _f(False)
+    label: str = _f("")  # free text recorded with the run (an ablation's variant); changes nothing
     # with a teacher store: keep the frozen teachers' student-stage outputs beside the stored
     # teacher set, so runs that reuse it skip the teachers' forward passes
     cache_teacher_outputs: bool = _f(True)

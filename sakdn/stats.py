@@ -1,0 +1,88 @@
+"""Paired comparisons over seeds: is a difference larger than the run-to-run noise?
+
+Two training set-ups compared on the same seeds (same data order, same initial student) give
+paired values; their differences d_i = a_i − b_i carry the effect without the seed-to-seed
+spread both share. For n seeds:
+
+- mean d̄ and standard deviation s (n − 1 in the denominator);
+- the 95 % t confidence interval d̄ ± t_{0.975, n−1} · s / √n;
+- the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero differences
+  dropped as Wilcoxon does), which needs no normality;
+- wins: how many seeds have d_i > 0.
+
+A noise floor comes from a control that should change nothing (the same set-up with a
+negligible perturbation): its paired differences show how far chaotic training alone moves a
+mean over n seeds, F = t_{0.975, n−1} · s_control / √n. A comparison is ``above`` the floor
+when d̄ > F and its interval excludes 0, ``below`` when d̄ < −F and its interval excludes 0,
+``within`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The paired comparison of one set-up (a) against a reference (b) over the same seeds."""
+
+    n: int
+    mean: float  # d̄
+    sd: float  # s of the differences (nan for n < 2)
+    ci_low: float
+    ci_high: float
+    p_wilcoxon: float  # nan when every difference is 0 or n < 1
+    wins: int  # seeds with a_i > b_i
+    ties: int  # seeds with a_i == b_i
+
+
+def _t_quantile(n: int, confidence: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1))
+
+
+def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
+    """Compare ``a`` with ``b``, both indexed by the same seeds (see the module docstring)."""
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired values need equal 1-D shapes, got {x.shape} and {y.shape}")
+    d = x - y
+    n = len(d)
+    if n == 0:
+        nan = float("nan")
+        return Paired(0, nan, nan, nan, nan, nan, 0, 0)
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    half = _t_quantile(n, confidence) * sd / math.sqrt(n) if n > 1 else float("nan")
+    p = float("nan")
+    if np.any(d != 0):
+        p = float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+    return Paired(n, mean, sd, mean - half, mean + half, p, int((d > 0).sum()),
+                  int((d == 0).sum()))
+
+
+def noise_floor(control: Paired, confidence: float = CONFIDENCE) -> float:
+    """F = t · s_control / √n: how far a mean over n seeds moves when nothing changed."""
+    if control.n < 2:
+        return float("nan")
+    return _t_quantile(control.n, confidence) * control.sd / math.sqrt(control.n)
+
+
+def verdict(comparison: Paired, floor: float) -> str:
+    """``above`` / ``below`` the noise floor, or ``within`` it (see the module docstring)."""
+    if math.isnan(comparison.ci_low) or math.isnan(floor):
+        return "within"
+    if comparison.mean > floor and comparison.ci_low > 0:
+        return "above"
+    if comparison.mean < -floor and comparison.ci_high < 0:
+        return "below"
+    return "within"
