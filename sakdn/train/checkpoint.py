@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sakdn.config import ExperimentConfig, from_flat
+from sakdn.config import ExperimentConfig, all_keys, from_flat
 from sakdn.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -107,5 +108,14 @@ def save_model(path: str | Path, model: torch.nn.Module, config: ExperimentConfi
 
 
 def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict]:
+    """A model file's state dict, config and metadata. Keys this version no longer knows (a
+    model saved by an older version) are dropped with a warning: they cannot change how the
+    saved weights are built, since every key that shapes a model still exists."""
     payload = load(path)
-    return payload["state_dict"], from_flat(payload["config"], file=str(path)), payload["meta"]
+    known = set(all_keys())
+    flat = {k: v for k, v in payload["config"].items() if k in known}
+    dropped = sorted(set(payload["config"]) - known)
+    if dropped:
+        warnings.warn(f"{path}: ignoring configuration keys this version does not know: "
+                      + ", ".join(dropped), stacklevel=2)
+    return payload["state_dict"], from_flat(flat, file=str(path)), payload["meta"]

@@ -198,3 +198,22 @@ def test_evaluate_test_reports_the_validation_chosen_model_on_test(tiny_root, tm
     assert "teacher/test_acc" in result.metrics
     plain = train(tiny_config(tiny_root, tmp_path / "p"), workdir=tmp_path / "p", log=quiet)
     assert "student/test_acc" not in plain.metrics  # a search's trial never touches test
+
+
+def test_a_model_file_of_an_older_version_still_loads(tmp_path) -> None:
+    from sakdn.models.student import Student
+    from sakdn.train import checkpoint as ckpt
+
+    config = ExperimentConfig().replace({"student.width": 4, "student.segments": 2,
+                                         "data.frame_size": 32})
+    model = Student(config.student, num_classes=3, semantic_dim=5, frame_size=32)
+    path = ckpt.save_model(tmp_path / "student.pt", model, config,
+                           {"class_names": ["a", "b", "c"], "semantic_dim": 5})
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["train.eval_every"] = 1  # a key an earlier version had
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match="train.eval_every"):
+        loaded, saved, _ = load_student(path)
+    assert saved == config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 model.state_dict().values()))
