@@ -5,6 +5,7 @@
     sakdn data prepare --dataset NAME --root DIR
     sakdn train --config FILE [--set key=value ...] | --from-best SEARCH
     sakdn search EXPERIMENT.yaml [--resume] [--set key=value ...] [--address ADDR]
+    sakdn ablate EXPERIMENT.yaml [--seeds N] [--variants A,B] [--resume] [--set key=value ...]
     sakdn best SEARCH
     sakdn report SEARCH [--out DIR]
     sakdn config [--config FILE] [--set key=value ...]
@@ -63,6 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config key (student.lr=0.01) or a search key (search.num_samples=4)")
     se.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+
+    ab = sub.add_parser(
+        "ablate", help="what each part of SAKDN buys: a paired ablation over seeds",
+        description="Train CE only, CE + ST, CE + SP, CE + GSDM, full SAKDN, full without "
+        "SPAMFM and a no-effect control on the same seeds, as trials of a search (the "
+        "experiment's search: settings for resources and storage), then print the paired "
+        "table: mean, difference to CE only with its 95 % CI, Wilcoxon p, wins, and each "
+        "variant against the control's noise floor (docs/results.md).")
+    ab.add_argument("experiment", type=Path, help="an experiment file (training settings)")
+    ab.add_argument("--seeds", type=int, default=12, help="training seeds 0..N-1 (default 12)")
+    ab.add_argument("--variants", help="comma list of variants (CE only and the control always "
+                    "run); default: all")
+    ab.add_argument("--resume", action="store_true", help="continue an interrupted ablation")
+    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key for every variant (student.optimizer=sgd) or a search "
+                    "key (search.max_concurrent_trials=2)")
+    ab.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
 
     be = sub.add_parser("best", help="best configuration and metric of a search")
     be.add_argument("search", help="search name or parent run id")
@@ -178,6 +196,15 @@ def cmd_search(args) -> int:
     return 1 if result.interrupted else 0
 
 
+def cmd_ablate(args) -> int:
+    from sakdn.search.ablate import run_ablation
+
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    run_ablation(args.experiment, seeds=args.seeds, variants=variants, overrides=args.set,
+                 resume=args.resume, address=args.address)
+    return 0
+
+
 def cmd_best(args) -> int:
     from sakdn.search.final import best_of
 
@@ -241,6 +268,7 @@ COMMANDS = {
     "train": cmd_train,
     "data": cmd_data,
     "search": cmd_search,
+    "ablate": cmd_ablate,
     "best": cmd_best,
     "report": cmd_report,
     "config": cmd_config,
