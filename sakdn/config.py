@@ -131,6 +131,9 @@ class DataConfig(Section):
     val_fraction: float = _f(0.25, lo=0.0, hi=0.9)  # share of training subjects held out
     split_seed: int = _f(0, lo=0)
     train_subset: int = _f(1, choices=(1, 2, 4, 8))  # MMAct 1/2, 1/4, 1/8 training subsets
+    # the student alone trains on every k-th training clip (the teachers on all of them): a
+    # data-starved student, where distillation from strong teachers should help most
+    student_subset: int = _f(1, choices=(1, 2, 4, 8))
     frame_size: int = _f(64, lo=16, hi=512)  # side of the resized video frames
     missing_sensor: str = _f("skip", choices=("skip", "zero_fill"))
     skip_bad_samples: bool = _f(False)

@@ -48,10 +48,7 @@ def build_data(
     """
     index = load_index(config.data, log=log)  # the synthetic dataset is written on first use
     train, test = split(index, config.data.protocol)
-    if config.data.train_subset > 1:
-        k = config.data.train_subset  # every k-th training clip (MMAct's 1/2, 1/4, 1/8 lists)
-        keep = {s.key for s in train.samples[k - 1 :: k]}
-        train = train.subset(lambda s: s.key in keep)
+    train = every_kth(train, config.data.train_subset)  # MMAct's 1/2, 1/4, 1/8 lists
     if final:
         val = train.subset(lambda s: False)
     else:
@@ -76,6 +73,19 @@ def build_data(
         class_vectors=vectors,
         semantic_dim=semantic_dim(config.semantics, vectors),
     )
+
+
+def every_kth(index: SampleIndex, k: int) -> SampleIndex:
+    """Samples k, 2k, 3k, … in index order (all of them for k = 1)."""
+    if k <= 1:
+        return index
+    keep = {s.key for s in index.samples[k - 1 :: k]}
+    return index.subset(lambda s: s.key in keep)
+
+
+def student_training(config: ExperimentConfig, bundle: DataBundle) -> SampleIndex:
+    """The student's training recordings: every ``data.student_subset``-th of the teachers'."""
+    return every_kth(bundle.train, config.data.student_subset)
 
 
 def clip_dataset(

@@ -31,7 +31,7 @@ from sakdn.data.dataset import ClipDataset
 from sakdn.models.student import Student
 from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train.attention import GSDMPlan, maps_salt, student_maps, teacher_maps
-from sakdn.train.data import DataBundle, clip_dataset
+from sakdn.train.data import DataBundle, clip_dataset, student_training
 from sakdn.seeding import derive_seed
 from sakdn.train.loop import RunContext, StageState, make_loader, make_optimizer, make_schedule
 from sakdn.train.metrics import topk_correct
@@ -153,7 +153,7 @@ class StudentStage(StageState):
             sc.weight_decay, sc.momentum,
         )
         self.schedule = make_schedule(self.optimizer, sc.epochs, sc.lr_decay_at, sc.lr_gamma)
-        self.clips = clip_dataset(config, bundle, bundle.train, train=True)
+        self.clips = clip_dataset(config, bundle, student_training(config, bundle), train=True)
         self.train_set = _WithIndex(self.clips)  # batches know their rows (stored outputs)
         self.batch_size, self.num_workers = sc.batch_size, config.data.num_workers
         self.val_set = clip_dataset(config, bundle, bundle.val) if len(bundle.val) else None

@@ -30,7 +30,7 @@ import numpy as np
 from sakdn.config import ExperimentConfig
 
 TEACHER_SECTIONS = ("data.", "gaf.", "semantics.", "teacher.")
-IGNORED_KEYS = {"data.num_workers", "data.cache_dir", "data.root"}
+IGNORED_KEYS = {"data.num_workers", "data.cache_dir", "data.root", "data.student_subset"}
 
 
 def teacher_key(config: ExperimentConfig, data_key: str) -> str:

@@ -217,3 +217,23 @@ def test_a_model_file_of_an_older_version_still_loads(tmp_path) -> None:
     assert saved == config
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                  model.state_dict().values()))
+
+
+def test_a_data_starved_student_trains_on_every_kth_clip_with_the_same_teachers(
+    tiny_root, tmp_path
+) -> None:
+    from sakdn.train.data import student_training
+    from sakdn.train.teacher_store import teacher_key
+
+    full = tiny_config(tiny_root, tmp_path)
+    starved = full.replace({"data.student_subset": 2})
+    bundle = build_data(starved, log=quiet)
+    clips = student_training(starved, bundle)
+    assert [s.key for s in clips.samples] == [s.key for s in bundle.train.samples[1::2]]
+    assert student_training(full, bundle).samples == bundle.train.samples
+    key = bundle.data.manifest["key"]
+    assert teacher_key(full, key) == teacher_key(starved, key)  # one teacher set for both
+    ctx = RunContext(torch.device("cpu"), False, False, 0, False)
+    stage = StudentStage(starved, bundle, ctx, build_teachers(starved, bundle),
+                         gsdm_plan(starved))
+    assert len(stage.train_set) == len(clips) < len(bundle.train)
