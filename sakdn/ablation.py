@@ -144,7 +144,8 @@ def table(results: Mapping[tuple[str, int], Mapping[str, float]], variants: Sequ
     for name in variants:
         used, comparison = _comparison(results, name, seeds, metric, ref)
         values = {m: [results[(name, s)].get(m, float("nan")) for s in used] for m in METRICS}
-        verdict = "" if name == REFERENCE else stats.verdict(comparison, floor)
+        verdict = ("" if name == REFERENCE or comparison is None
+                   else stats.verdict(comparison, floor))
         rows.append(Row(name, used, values, None if name == REFERENCE else comparison, verdict))
     return Table(rows, seeds, floor, metric)
 
@@ -170,7 +171,8 @@ def _cells(t: Table, row: Row) -> list[str]:
     cells = [row.variant, str(len(row.values[t.metric])), fmt(row.mean(t.metric)),
              fmt(row.sd(t.metric))]
     if c is None:
-        return cells + ["—", "—", "—", "—", "reference"]
+        return cells + ["—", "—", "—", "—",
+                        "reference" if row.variant == REFERENCE else "no paired runs"]
     return cells + [f"{c.mean:+.3f}", f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
                     "—" if math.isnan(c.p_wilcoxon) else f"{c.p_wilcoxon:.3g}",
                     f"{c.wins}/{c.n}", row.verdict]
@@ -234,6 +236,8 @@ def figure(t: Table, path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
     rows = [r for r in t.rows if r.comparison is not None]
+    if not rows:
+        raise ValueError("no variant has paired runs to draw")
     reference = next(r for r in t.rows if r.variant == REFERENCE)
     ref = dict(zip(reference.seeds, reference.values[t.metric]))
     fig = Figure(figsize=(8.0, 0.55 * len(rows) + 1.6))

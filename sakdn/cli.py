@@ -8,6 +8,7 @@
     sakdn ablate EXPERIMENT.yaml [--seeds N] [--variants A,B] [--resume] [--set key=value ...]
     sakdn best SEARCH
     sakdn report SEARCH [--out DIR]
+    sakdn dashboard SEARCH [--port PORT]
     sakdn config [--config FILE] [--set key=value ...]
     sakdn weights fetch [--backbone NAME ...] [--weights NAME] [--dir DIR]
     sakdn tracking-user --credentials FILE|- [--tracking-uri URI]
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db")
     be.add_argument("--yaml", action="store_true",
                     help="print the best configuration as an experiment YAML")
+
+    db = sub.add_parser("dashboard", help="Optuna's dashboard on a search's study (127.0.0.1)")
+    db.add_argument("search", help="search name or parent run id")
+    db.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    db.add_argument("--tracking-uri",
+                    help="default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db")
 
     rp = sub.add_parser("report", help="write a search's HTML report")
     rp.add_argument("search")
@@ -205,6 +212,14 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    from sakdn.dashboard import serve
+    from sakdn.search.experiment import default_tracking_uri
+
+    serve(args.search, args.tracking_uri or default_tracking_uri(), args.port)
+    return 0
+
+
 def cmd_best(args) -> int:
     from sakdn.search.final import best_of
 
@@ -270,6 +285,7 @@ COMMANDS = {
     "search": cmd_search,
     "ablate": cmd_ablate,
     "best": cmd_best,
+    "dashboard": cmd_dashboard,
     "report": cmd_report,
     "config": cmd_config,
     "weights": cmd_weights,

@@ -126,3 +126,15 @@ def test_results_from_runs_reads_label_and_seed():
              "metrics": {"student/test_acc": 0.5}},
             {"params": {"train.seed": "4"}, "metrics": {}}]  # not an ablation run
     assert ablation.results_from_runs(runs) == {("CE only", 3): {"student/test_acc": 0.5}}
+
+
+def test_a_table_of_an_interrupted_ablation_shows_what_finished():
+    results = {("CE only", 0): {"student/test_acc": 0.5}, ("control", 0): {"student/test_acc": 0.5},
+               ("CE only", 1): {"student/test_acc": 0.4}, ("control", 1): {"student/test_acc": 0.6}}
+    t = ablation.table(results, ["CE only", "CE + ST", "control"])
+    rows = {r.variant: r for r in t.rows}
+    assert rows["CE + ST"].comparison is None and rows["CE + ST"].verdict == ""
+    assert "no paired runs" in ablation.to_text(t)
+    assert rows["control"].comparison.n == 2
+    empty = ablation.table({}, ["CE only", "control"])
+    assert empty.seeds == [] and "no paired runs" in ablation.to_text(empty)

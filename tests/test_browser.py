@@ -291,3 +291,50 @@ def test_the_report_page_opens_from_disk_with_every_figure(searched, browser, tm
     page.screenshot(path=tmp_path / "report.png")
     to_docs(tmp_path / "report.png", "report.png")
     page.close()
+
+
+def test_the_optuna_dashboard_of_a_finished_search_lists_its_trials(
+    searched, browser, tmp_path
+) -> None:
+    result, _ = searched
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "dashboard.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sakdn.cli", "dashboard", result.name, "--port", str(port),
+         "--tracking-uri", result.tracking_uri],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (tmp_path /
+                                                                   "dashboard.log").read_text()
+            time.sleep(1)
+        listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        local = [line.split()[1] for line in listening if line.split()[3] == "0A"]  # LISTEN
+        assert f"0100007F:{port:04X}" in local  # 127.0.0.1 only
+        assert f"00000000:{port:04X}" not in local
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/dashboard/")
+        page.get_by_text(result.study_name, exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text(result.study_name, exact=True).first.click()
+        page.get_by_text("Trials", exact=True).first.wait_for(timeout=60_000)
+        page.goto(page.url.rstrip("/") + "/trial-table")
+        page.get_by_text("PRUNED").first.wait_for(timeout=60_000)
+        assert page.get_by_text("COMPLETE").count() >= 1
+        page.screenshot(path=tmp_path / "optuna-dashboard.png")
+        to_docs(tmp_path / "optuna-dashboard.png", "optuna-dashboard.png")
+        page.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        log.close()

@@ -101,6 +101,10 @@ def run_ablation(
     table = ablation.table(ablation.results_from_runs(runs), names)
     out = Path(result.path) / "ablation"
     _write(table, out)
+    if result.interrupted:
+        print(f"ablation interrupted: the table below holds the runs finished so far; continue "
+              f"with: sakdn ablate {experiment} --seeds {seeds} --resume"
+              + "".join(f" --set {o}" for o in overrides), flush=True)
     print(ablation.to_text(table), flush=True)
     print(f"ablation table: {out / 'ablation.html'}", flush=True)
     _log(result.tracking_uri, result.name, out)
@@ -125,7 +129,7 @@ def _write(table: ablation.Table, out: Path) -> None:
     (out / "ablation.csv").write_text(ablation.to_csv(table))
     (out / "ablation.txt").write_text(ablation.to_text(table))
     figure = "ablation.png"
-    if any(r.comparison for r in table.rows) and table.seeds:
+    if any(r.comparison for r in table.rows):
         ablation.figure(table, out / figure)
     else:
         figure = None
