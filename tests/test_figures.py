@@ -98,7 +98,7 @@ def test_the_attention_maps_are_the_ones_the_gsdm_loss_compares(finished_run) ->
         assert maps.distilled == (1, 2) and maps.weighting == weighting
         assert sorted(maps.left_out) == [3, 4]  # 1×1 teacher maps at 16-px GAF images
         assert maps.student[3] is None and all(row[4] is None for row in maps.teachers)
-        terms, _ = stage.distillation_step(batch)  # the training step on the same batch
+        terms, _ = stage.step(batch)  # the training step on the same batch
         shown = torch.stack([maps.distance[m][p] for m in range(len(maps.teachers))
                              for p in maps.distilled])  # (M·P, B), every sensor present
         assert batch["mask"].all()

@@ -175,10 +175,6 @@ class StudentStage(StageState):
         self.clips.set_epoch(epoch)
         self._ratios: list[float] = []
 
-
-    def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return self.distillation_step(batch)
-
     def before_backward(self, index: int, terms: dict[str, torch.Tensor]) -> None:
         if index % GRAD_RATIO_EVERY == 0 and self.config.distill.lambda_gsdm > 0:
             self._ratios.append(self.gsdm_grad_ratio(terms))
@@ -186,9 +182,7 @@ class StudentStage(StageState):
     def epoch_extras(self) -> dict[str, float]:
         return {"gsdm_grad_ratio": float(np.mean(self._ratios))} if self._ratios else {}
 
-    def distillation_step(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Gather one batch's inputs and evaluate ``losses.student_objective`` on them."""
         frames, mask = batch["frames"], batch["mask"]
         t_out = self.teacher_batch(batch)

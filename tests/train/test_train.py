@@ -58,7 +58,7 @@ def test_gsdm_alone_trains_the_student_path_and_never_the_teachers(tiny_root, tm
     stage = StudentStage(config, bundle, ctx, teachers, gsdm_plan(config))
     stage.model.train()
     batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
-    terms, _ = stage.distillation_step(batch)
+    terms, _ = stage.step(batch)
     assert terms["gsdm"] > 0
     terms["gsdm"].backward()
     for name, p in stage.model.backbone.named_parameters():
@@ -78,7 +78,7 @@ def test_ablated_pass_leaves_student_batchnorm_statistics_alone(tiny_root, tmp_p
     stage.model.train()
     batch = torch.utils.data.default_collate([stage.train_set[i] for i in range(4)])
     initial = copy.deepcopy(stage.model.state_dict())
-    stage.distillation_step(batch)  # real pass + ablated (zero-input) passes
+    stage.step(batch)  # real pass + ablated (zero-input) passes
     after_step = {k: v.clone() for k, v in stage.model.state_dict().items() if "running" in k}
     stage.model.load_state_dict(initial)
     with torch.no_grad():
