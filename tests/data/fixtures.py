@@ -154,15 +154,16 @@ def write_berkeley(root: Path, subjects=(1, 8), actions=(1, 6), reps=(1, 2),
                 folder.mkdir(parents=True, exist_ok=True)
                 write_shimmer(folder / f"acc_h{h:02d}_{tag}.txt", np.column_stack([acc, t]))
             tree.with_shimmers.append(rec)
-        for l, c in cameras:
-            if (l, c, rec) == drop_view:
+        for cluster, c in cameras:
+            if (cluster, c, rec) == drop_view:
                 continue
-            folder = root / "Camera" / f"Cluster{l:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
+            folder = root / "Camera" / f"Cluster{cluster:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
                 f"A{a:02d}" / f"R{r:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             for i, rgb in enumerate(flat_clip(n_frames, *size, colour)):
-                write_pgm(folder / f"img_l{l:02d}_c{c:02d}_{tag}_{i:05d}.pgm", bayer_grbg(rgb))
-            tree.views.append((l, c, rec))
+                write_pgm(folder / f"img_l{cluster:02d}_c{c:02d}_{tag}_{i:05d}.pgm",
+                          bayer_grbg(rgb))
+            tree.views.append((cluster, c, rec))
         stamps = root / "Time_stamps"
         stamps.mkdir(parents=True, exist_ok=True)
         (stamps / f"time_stamps_img_{tag}.txt").write_text(

@@ -94,8 +94,8 @@ def test_truncated_video(utd: Path) -> None:
 
 def test_truncated_pgm_sequence(tmp_path: Path) -> None:
     tree = write_berkeley(tmp_path / "B")
-    l, c, (s, a, r) = tree.views[0]
-    folder = tmp_path / "B" / "Camera" / f"Cluster{l:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
+    cluster, c, (s, a, r) = tree.views[0]
+    folder = tmp_path / "B" / "Camera" / f"Cluster{cluster:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
         f"A{a:02d}" / f"R{r:02d}"
     frames = sorted(folder.iterdir())
     frames[-1].write_bytes(frames[-1].read_bytes()[:500])  # a cut-off frame file
