@@ -202,13 +202,18 @@ def _timestamp(t: datetime.datetime, fraction: bool = True) -> str:
     return text + t.strftime(".%f")[:4] + "000" if fraction else text
 
 
+def mmact_lines(stamps: list[datetime.datetime], values: np.ndarray) -> list[str]:
+    """``YYYYMMDD_HH:MM:SS.ffffff,x,y,z`` lines (ms precision, values in free form)."""
+    return [f"{_timestamp(t)},{x:.7g},{y:.7g},{z:.7g}" for t, (x, y, z) in zip(stamps, values)]
+
+
 def write_mmact_csv(path: Path, start: datetime.datetime, values: np.ndarray, rate: float,
                     crlf: bool = False, no_fraction_first: bool = False,
                     swap_and_repeat: bool = False) -> None:
     """Header-less ``YYYYMMDD_HH:MM:SS.ffffff,x,y,z`` rows at ``rate`` Hz (ms precision)."""
     stamps = [start + datetime.timedelta(milliseconds=round(1000 * i / rate))
               for i in range(len(values))]
-    lines = [f"{_timestamp(t)},{x:.7g},{y:.7g},{z:.7g}" for t, (x, y, z) in zip(stamps, values)]
+    lines = mmact_lines(stamps, values)
     if no_fraction_first:
         lines[0] = _timestamp(stamps[0].replace(microsecond=0), fraction=False) + \
             lines[0][lines[0].index(","):]
