@@ -130,8 +130,9 @@ def _code_problem(rec: Rec, path: Path) -> Problem | None:
     return None
 
 
-def _scan_sensors(folder: Path, problems: list[Problem]) -> dict[Rec, dict[str, str]]:
-    sensors: dict[Rec, dict[str, str]] = {}
+def _scan_sensors(folder: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
+    """Recording name → {sensor: file} of the non-empty accelerometer files."""
+    sensors: dict[str, dict[str, str]] = {}
     for h, shimmer_dir in _subdirs(folder, _SHIMMER_DIR):
         if not 1 <= h <= SHIMMERS:
             problems.append(Problem("unknown_code", str(shimmer_dir),
@@ -154,7 +155,7 @@ def _scan_sensors(folder: Path, problems: list[Problem]) -> dict[Rec, dict[str, 
                 problems.append(Problem("empty_file", str(path),
                                         "empty accelerometer file; treated as missing", "warning"))
                 continue
-            sensors.setdefault(rec, {})[SENSOR_NAMES[h - 1]] = str(path)
+            sensors.setdefault(_rec_name(rec), {})[SENSOR_NAMES[h - 1]] = str(path)
     return sensors
 
 
@@ -220,8 +221,7 @@ def scan_berkeley(root: str | Path, config: DataConfig) -> Scan:
             why = "dataset root is not a directory" if not root.is_dir() else f"no {sub}/ folder"
             return layout.fatal(root, why)
     problems: list[Problem] = []
-    found = _scan_sensors(root / "Accelerometer", problems)
-    sensors = {_rec_name(rec): files for rec, files in found.items()}
+    sensors = _scan_sensors(root / "Accelerometer", problems)
     views = [
         Sample(key=f"{_rec_name(rec)}_l{cluster:02d}_c{c:02d}", label=rec[1] - 1,
                subject=rec[0], action=rec[1], repetition=rec[2],

@@ -185,8 +185,10 @@ def _action(path: Path, problems: list[Problem]) -> str | None:
 
 
 def _scan_sensors(base: Path, problems: list[Problem],
-                  duplicates: dict[Rec, list[Problem]]) -> dict[Rec, dict[str, str]]:
-    sensors: dict[Rec, dict[str, str]] = {}
+                  duplicates: dict[str, list[Problem]]) -> dict[str, dict[str, str]]:
+    """Recording name → {sensor: CSV} of the non-empty CSVs; ``duplicates`` collects a
+    recording's CSVs stored twice."""
+    sensors: dict[str, dict[str, str]] = {}
     for name in SENSOR_NAMES:
         folder = base / f"{name}_clip"
         if not folder.is_dir():
@@ -199,12 +201,12 @@ def _scan_sensors(base: Path, problems: list[Problem],
                     continue
                 if (action := _action(path, problems)) is None:
                     continue
-                rec = (n, k, m, action)
+                rec = _rec_name((n, k, m, action))
                 held = sensors.setdefault(rec, {})
                 if name in held:
                     duplicates.setdefault(rec, []).append(Problem(
                         "duplicate_recording", str(path),
-                        f"{name} of {_rec_name(rec)} also stored as {held[name]}"))
+                        f"{name} of {rec} also stored as {held[name]}"))
                     continue
                 if _is_empty(path):
                     problems.append(Problem("empty_file", str(path),
@@ -278,23 +280,23 @@ def scan_mmact(root: str | Path, config: DataConfig) -> Scan:
         return layout.fatal(root, f"no {what} folder under trimmed/, Sensor_trimmed/ + "
                             "Video_trimmed/ or the root")
     problems: list[Problem] = []
-    duplicates: dict[Rec, list[Problem]] = {}
-    found = _scan_sensors(sensor_base, problems, duplicates)
-    sensors = {_rec_name(rec): files for rec, files in found.items()}
+    duplicates: dict[str, list[Problem]] = {}
+    sensors = _scan_sensors(sensor_base, problems, duplicates)
     views = [  # directory order: subject, camera, scene, session, action
         Sample(key=_key(ident), label=_LABEL[ident[4]], subject=ident[0],
                action=_LABEL[ident[4]] + 1, repetition=0, view=ident[1], scene=ident[2],
-               session=ident[3], video=str(path), recording=_rec_name(_recording(ident)))
+               session=ident[3], video=str(path), recording=_recording(ident))
         for ident, path in sorted(_scan_videos(video_base, problems).items())
     ]
-    twice = {_rec_name(rec): found for rec, found in duplicates.items()}
-    samples, gaps = pair(layout, views, sensors, _gaps(sensor_base), config.missing_sensor, twice)
+    samples, gaps = pair(layout, views, sensors, _gaps(sensor_base), config.missing_sensor,
+                         duplicates)
     return layout.finish(samples, problems + gaps, video_base, "no .mp4 clip found")
 
 
-def _recording(ident: tuple[int, int, int, int, str]) -> Rec:
+def _recording(ident: tuple[int, int, int, int, str]) -> str:
+    """The recording a clip shows: its identity without the camera."""
     n, _, k, m, action = ident
-    return (n, k, m, action)
+    return _rec_name((n, k, m, action))
 
 
 ADAPTER = DatasetAdapter(

@@ -107,8 +107,9 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
 
 
 def _scan(folder: Path, modality: str, found: dict[tuple[int, int, int], Path],
-          duplicates: list[Problem]) -> None:
-    """Add the files of one modality in ``folder`` to ``found``, keyed by (A, S, T)."""
+          problems: list[Problem]) -> None:
+    """Add the files of one modality in ``folder`` to ``found``, keyed by (A, S, T); a
+    recording stored twice is an error naming its sample."""
     for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         m = FILE_RE.fullmatch(path.name)
         if m is None or m.group(4) != modality or not path.is_file():
@@ -116,7 +117,7 @@ def _scan(folder: Path, modality: str, found: dict[tuple[int, int, int], Path],
         ident = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
         if ident in found:
             key = _key(ident)
-            duplicates.append(Problem(
+            problems.append(Problem(
                 "duplicate_recording", str(path),
                 f"recording {key} also stored as {found[ident]}", "error", (key,),
             ))
@@ -181,8 +182,7 @@ def scan_utd(
     problems: list[Problem] = []
     inertial: dict[tuple[int, int, int], Path] = {}
     videos: dict[tuple[int, int, int], Path] = {}
-    inertial_twice: list[Problem] = []
-    _scan(inertial_dir, "inertial", inertial, inertial_twice)
+    _scan(inertial_dir, "inertial", inertial, problems)
     for folder in rgb_dirs:
         _scan(folder, "color", videos, problems)
 
@@ -196,10 +196,7 @@ def scan_utd(
         views.append(Sample(key=_key(ident), label=a - 1, subject=s, action=a, repetition=t,
                             video=str(videos[ident])))
     sensors = {_key(i): {name: str(path) for name in SENSOR_NAMES} for i, path in inertial.items()}
-    twice: dict[str, list[Problem]] = {}
-    for problem in inertial_twice:
-        twice.setdefault(problem.samples[0], []).append(problem)
-    samples, gaps = pair(layout, views, sensors, _gaps(layout), "skip", twice)
+    samples, gaps = pair(layout, views, sensors, _gaps(layout), "skip")  # never partial
     return layout.finish(samples, problems + gaps, root,
                          "no recording has both a color video and an inertial file")
 

@@ -91,7 +91,7 @@ def timing_problems(timing: Timing, path: str, sensor: str,
     problems: list[Problem] = []
     said = []
     if timing.backward:
-        lo, hi = (round(1000 * s) for s in timing.backward_s)
+        lo, hi = (f"{round(1000 * s, 1):g}" for s in timing.backward_s)  # 0.1 ms
         jump = f"{lo} ms" if lo == hi else f"{lo}–{hi} ms"
         said.append(f"{timing.backward} row(s) out of time order (back by {jump}), sorted")
     if timing.repeated:
