@@ -73,7 +73,7 @@ def decoding_dataset_class():
     import torch
 
     from sakdn.data.dataset import ClipDataset
-    from sakdn.data.sensors import load_sensor
+    from sakdn.data.registry import load_sensor
     from sakdn.data.video import (augment_frames, count_clip_frames, normalize_frames,
                                   read_clip_frames, resize_frames, tsn_indices)
     from sakdn.gaf import sensor_images

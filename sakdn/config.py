@@ -22,6 +22,8 @@ from sakdn.errors import ConfigError
 
 Scalar = bool | int | float | str
 
+# The registered datasets (sakdn.data.registry.ADAPTERS, which this bottom layer does not import;
+# tests/data/test_registry.py keeps the two in step).
 DATASETS = ("synthetic", "utd_mhad", "berkeley_mhad", "mmact", "basic_motions")
 TEACHER_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2")
 GATES = ("cat", "add", "mul")

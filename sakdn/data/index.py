@@ -2,9 +2,10 @@
 
 A :class:`Sample` pairs one video with the sensor streams recorded at the same time, so the
 teachers and the student always see the same recording (method doc §8 P1: never zip
-independently shuffled loaders). Splits are functions of the index: an official protocol gives
-(train, test), and :func:`carve_validation` holds out training subjects for model selection so
-that the test split is never used to choose anything (P12).
+independently shuffled loaders). Splits are functions of the index: an official protocol
+(its rule registered with the dataset's adapter) gives (train, test), and
+:func:`carve_validation` holds out training subjects for model selection so that the test
+split is never used to choose anything (P12).
 """
 
 from __future__ import annotations
@@ -113,52 +114,14 @@ class SampleIndex:
 
 
 # --------------------------------------------------------------------------------------------
-# Split protocols: dataset → protocol name → "is this sample in the training split?"
-
-TrainRule = Callable[[Sample], bool]
-
-_UTD_PROTOCOLS: dict[str, TrainRule] = {
-    "cross_subject": lambda s: s.subject % 2 == 1,  # subjects 1,3,5,7 train; 2,4,6,8 test
-    "trial": lambda s: s.repetition <= 2,  # "subject-specific": trials 1–2 train, 3–4 test
-}
-
-PROTOCOLS: dict[str, dict[str, TrainRule]] = {
-    "utd_mhad": _UTD_PROTOCOLS,
-    "synthetic": dict(_UTD_PROTOCOLS),
-    # Berkeley-MHAD: subjects S01–S07 train, S08–S12 test (datasets.md §3.9).
-    "berkeley_mhad": {"cross_subject": lambda s: s.subject <= 7},
-    # MMAct (datasets.md §4.8): view = camera 1–4, scene 1–4, session 1–5.
-    "mmact": {
-        "cross_subject": lambda s: s.subject <= 16,
-        "cross_view": lambda s: s.view <= 3,
-        "cross_scene": lambda s: s.scene != 2,
-        "cross_session": lambda s: s.session <= 4,
-    },
-}
-
-
-def register_protocol(dataset: str, protocol: str, is_train: TrainRule) -> None:
-    """Add a protocol for a dataset (used by adapters whose datasets ship their own split)."""
-    PROTOCOLS.setdefault(dataset, {})[protocol] = is_train
-
-
-def protocols(dataset: str) -> tuple[str, ...]:
-    """The protocol names known for ``dataset``."""
-    return tuple(PROTOCOLS.get(dataset, {}))
-
+# Splits: an official protocol (its rule registered with the dataset's adapter), then the
+# seeded validation carve-out.
 
 def split(index: SampleIndex, protocol: str) -> tuple[SampleIndex, SampleIndex]:
-    """(train, test) of an official protocol; both must be non-empty."""
-    table = PROTOCOLS.get(index.dataset)
-    if table is None:
-        known = ", ".join(PROTOCOLS)
-        raise ConfigError("data.dataset", index.dataset, f"no split protocols; known: {known}")
-    if protocol not in table:
-        known = ", ".join(table)
-        raise ConfigError(
-            "data.protocol", protocol, f"unknown protocol for {index.dataset}; known: {known}"
-        )
-    rule = table[protocol]
+    """(train, test) of an official protocol of ``index.dataset``; both must be non-empty."""
+    from sakdn.data.registry import get_adapter  # here: the adapters import this module
+
+    rule = get_adapter(index.dataset).rule(protocol)
     train = index.subset(rule)
     test = index.subset(lambda s: not rule(s))
     for side, part in (("train", train), ("test", test)):

@@ -10,8 +10,9 @@ seen in the wild: ``trimmed/sensors`` + ``trimmed/video``, ``Sensor_trimmed`` +
 
 One sample per camera clip; the four sensor clips of (subject, scene, session, action) are
 shared by its up to four views. Sensor CSVs have no header: ``YYYYMMDD_HH:MM:SS.ffffff,x,y,z``
-(the fraction is sometimes missing), rows not always in time order and sometimes repeated, some
-files empty (treated as missing). A clip missing some sensors follows ``data.missing_sensor``
+(the fraction is sometimes missing), rows not always in time order and sometimes repeated
+(sorted by time, the first of a repeated timestamp kept, both counted: ``sakdn.data.rows``),
+some files empty (treated as missing). A clip missing some sensors follows ``data.missing_sensor``
 (skip it, or zero-fill and mask those teachers); one with no sensor at all is skipped.
 
 Classes: the 35 action folder names, sorted (label = position), action names lower-cased
@@ -33,9 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from sakdn.config import DataConfig
-from sakdn.data.index import Sample, SampleIndex
-from sakdn.data.problems import Problem, Scan, dataset_error, missing_sensor_problem
-from sakdn.data.sensors import order_by_time, register_sensor_reader
+from sakdn.data.adapter import DatasetAdapter
+from sakdn.data.index import Sample
+from sakdn.data.pairing import Gaps, Layout, pair
+from sakdn.data.problems import Problem, Scan, dataset_error
+from sakdn.data.rows import cut_off, decimals, order_rows, read_lines
+from sakdn.data.sensors import SensorSignal
 
 MMACT_CLASSES: tuple[str, ...] = (
     "carrying", "carrying_heavy", "carrying_light", "checking_time", "closing", "crouching",
@@ -80,18 +84,16 @@ def parse_timestamp(text: str) -> float:
     return _day(y, mo, d) * 86400.0 + h * 3600 + mi * 60 + s + fraction
 
 
-def read_mmact_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One sensor CSV → (times (T,) in seconds, values (T, 3)), sorted, repeated times dropped."""
+def read_mmact_csv(path: str | Path) -> SensorSignal:
+    """One sensor CSV → the signal in time order (values (T, 3), times (T,) in seconds),
+    repeated timestamps dropped."""
     path = str(path)
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise dataset_error(path, "unreadable_file", f"unreadable sensor CSV ({err})") from None
+    lines, terminated = read_lines(path, "utf-8-sig", "sensor CSV")  # LF or CRLF
+    if not terminated and lines:
+        _check_last_line(path, lines)
     times: list[float] = []
     values: list[list[float]] = []
-    for n, line in enumerate(text.splitlines(), 1):  # LF or CRLF
-        if not line.strip():
-            continue
+    for n, line in lines:
         fields = line.split(",")
         if len(fields) != 4:
             raise dataset_error(
@@ -110,16 +112,34 @@ def read_mmact_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             ) from None
     if not times:
         raise dataset_error(path, "empty_file", "sensor CSV holds no rows")
-    return order_by_time(np.asarray(times), np.asarray(values, dtype=np.float64))
+    numbers = np.array([n for n, _ in lines])
+    return order_rows(np.asarray(times), np.asarray(values, dtype=np.float64), numbers, path)
 
 
-def _csv_signal(name: str, path: str) -> np.ndarray:
+def _check_last_line(path: str, lines: list[tuple[int, str]]) -> None:
+    """A last line without newline must be a whole row: four fields, a valid timestamp with as
+    many fraction digits as the line before, numbers (whose digits cannot be checked: the
+    release prints values in free form)."""
+    n, line = lines[-1]
+    fields = line.split(",")
+    if len(fields) != 4:
+        raise cut_off(path, n, line, f"{len(fields)} of 4 fields")
+    try:
+        parse_timestamp(fields[0])
+        [float(v) for v in fields[1:]]
+    except ValueError as err:
+        raise cut_off(path, n, line, str(err)) from None
+    if len(lines) > 1:
+        prior = lines[-2][1].split(",")[0].strip()
+        if decimals(fields[0].strip()) != decimals(prior):
+            raise cut_off(path, n, line, f"timestamp with {decimals(fields[0].strip())} "
+                          f"fraction digits, the line before {decimals(prior)}")
+
+
+def _csv_signal(name: str, path: str) -> SensorSignal:
     if name not in SENSOR_NAMES:
         raise dataset_error(path, "unknown_code", f"unknown MMAct sensor {name!r}")
-    return read_mmact_csv(path)[1]
-
-
-register_sensor_reader("mmact", _csv_signal)
+    return read_mmact_csv(path)
 
 
 def _find(root: Path, candidates: tuple[str, ...], ok) -> Path | None:
@@ -165,8 +185,10 @@ def _action(path: Path, problems: list[Problem]) -> str | None:
 
 
 def _scan_sensors(base: Path, problems: list[Problem],
-                  duplicates: dict[Rec, list[Problem]]) -> dict[Rec, dict[str, str]]:
-    sensors: dict[Rec, dict[str, str]] = {}
+                  duplicates: dict[str, list[Problem]]) -> dict[str, dict[str, str]]:
+    """Recording name → {sensor: CSV} of the non-empty CSVs; ``duplicates`` collects a
+    recording's CSVs stored twice."""
+    sensors: dict[str, dict[str, str]] = {}
     for name in SENSOR_NAMES:
         folder = base / f"{name}_clip"
         if not folder.is_dir():
@@ -179,12 +201,12 @@ def _scan_sensors(base: Path, problems: list[Problem],
                     continue
                 if (action := _action(path, problems)) is None:
                     continue
-                rec = (n, k, m, action)
+                rec = _rec_name((n, k, m, action))
                 held = sensors.setdefault(rec, {})
                 if name in held:
                     duplicates.setdefault(rec, []).append(Problem(
                         "duplicate_recording", str(path),
-                        f"{name} of {_rec_name(rec)} also stored as {held[name]}"))
+                        f"{name} of {rec} also stored as {held[name]}"))
                     continue
                 if _is_empty(path):
                     problems.append(Problem("empty_file", str(path),
@@ -223,65 +245,70 @@ def _key(ident: tuple[int, int, int, int, str]) -> str:
     return f"subject{n}_cam{c}_scene{k}_session{m}_{action}"
 
 
+def _gaps(sensor_base: Path) -> Gaps:
+    """A clip without any sensor CSV is skipped; sensor CSVs without a clip are not used."""
+
+    def no_sensor(recording: str, views: tuple[Sample, ...]) -> Problem:
+        return Problem("missing_modality", str(sensor_base), f"no sensor CSV for {recording}: "
+                       f"its {len(views)} camera clip(s) skipped", "skipped",
+                       tuple(v.key for v in views))
+
+    def missing_file(view: Sample, sensor: str) -> str:
+        return str(sensor_base / f"{sensor}_clip" / f"subject{view.subject}"
+                   / f"scene{view.scene}" / f"session{view.session}"
+                   / f"{MMACT_CLASSES[view.label]}.csv")
+
+    def no_view(recording: str, file: str) -> Problem:
+        return Problem("missing_modality", file,
+                       f"{recording} has sensor CSVs but no camera clip; not used", "warning")
+
+    return Gaps(no_sensor, missing_file, no_view)
+
+
 def scan_mmact(root: str | Path, config: DataConfig) -> Scan:
     """Index an MMAct root: one sample per camera clip, paired with its sensor clips."""
-    root = Path(root).resolve()
-    empty = SampleIndex("mmact", str(root), MMACT_CLASSES, SENSOR_NAMES, ())
+    layout = Layout.of(ADAPTER, root)
+    root = layout.root
     if not root.is_dir():
-        return Scan(empty, (Problem("layout", str(root), "dataset root is not a directory",
-                                    "fatal"),))
+        return layout.fatal(root, "dataset root is not a directory")
     sensor_base = _find(root, SENSOR_BASES,
                         lambda b: any((b / f"{s}_clip").is_dir() for s in SENSOR_NAMES))
     video_base = _find(root, VIDEO_BASES, lambda b: any(_DIR["subject"].fullmatch(p.name)
                                                         for p in b.iterdir()))
     if sensor_base is None or video_base is None:
         what = "sensor (<sensor>_clip/)" if sensor_base is None else "video (subject*/cam*/)"
-        return Scan(empty, (Problem(
-            "layout", str(root),
-            f"no {what} folder under trimmed/, Sensor_trimmed/ + Video_trimmed/ or the root",
-            "fatal"),))
+        return layout.fatal(root, f"no {what} folder under trimmed/, Sensor_trimmed/ + "
+                            "Video_trimmed/ or the root")
     problems: list[Problem] = []
-    duplicates: dict[Rec, list[Problem]] = {}
+    duplicates: dict[str, list[Problem]] = {}
     sensors = _scan_sensors(sensor_base, problems, duplicates)
-    videos = _scan_videos(video_base, problems)
+    views = [  # directory order: subject, camera, scene, session, action
+        Sample(key=_key(ident), label=_LABEL[ident[4]], subject=ident[0],
+               action=_LABEL[ident[4]] + 1, repetition=0, view=ident[1], scene=ident[2],
+               session=ident[3], video=str(path), recording=_recording(ident))
+        for ident, path in sorted(_scan_videos(video_base, problems).items())
+    ]
+    samples, gaps = pair(layout, views, sensors, _gaps(sensor_base), config.missing_sensor,
+                         duplicates)
+    return layout.finish(samples, problems + gaps, video_base, "no .mp4 clip found")
 
-    views: dict[Rec, list[str]] = {}
-    samples: list[Sample] = []
-    for ident in sorted(videos):  # directory order: subject, camera, scene, session, action
-        n, c, k, m, action = ident
-        rec = (n, k, m, action)
-        present = sensors.get(rec, {})
-        views.setdefault(rec, []).append(_key(ident))
-        samples.append(Sample(
-            key=_key(ident), label=_LABEL[action], subject=n, action=_LABEL[action] + 1,
-            repetition=0, view=c, scene=k, session=m, video=str(videos[ident]),
-            sensors=tuple((s, present[s]) for s in SENSOR_NAMES if s in present),
-            recording=_rec_name(rec),
-        ))
-    for rec, keys in views.items():
-        present = sensors.get(rec, {})
-        n, k, m, action = rec
-        if not present:
-            problems.append(Problem(
-                "missing_modality", str(sensor_base),
-                f"no sensor CSV for {_rec_name(rec)}: its {len(keys)} camera clip(s) skipped",
-                "skipped", tuple(keys)))
-        elif len(present) < len(SENSOR_NAMES):
-            missing = [s for s in SENSOR_NAMES if s not in present]
-            where = sensor_base / f"{missing[0]}_clip" / f"subject{n}" / f"scene{k}" / \
-                f"session{m}" / f"{action}.csv"
-            problems.append(missing_sensor_problem(
-                str(where), _rec_name(rec), missing, keys, config.missing_sensor))
-        for dup in duplicates.get(rec, []):
-            problems.append(Problem(dup.kind, dup.path, dup.message, "error", tuple(keys)))
-    for rec in sorted(duplicates.keys() - views.keys()):
-        problems += [Problem(d.kind, d.path, d.message, "warning") for d in duplicates[rec]]
-    for rec in sorted(sensors.keys() - views.keys()):
-        if sensors[rec]:
-            problems.append(Problem(
-                "missing_modality", next(iter(sensors[rec].values())),
-                f"{_rec_name(rec)} has sensor CSVs but no camera clip; not used", "warning"))
-    index = SampleIndex("mmact", str(root), MMACT_CLASSES, SENSOR_NAMES, tuple(samples))
-    if not samples:
-        problems.append(Problem("layout", str(video_base), "no .mp4 clip found", "fatal"))
-    return Scan(index, tuple(problems))
+
+def _recording(ident: tuple[int, int, int, int, str]) -> str:
+    """The recording a clip shows: its identity without the camera."""
+    n, _, k, m, action = ident
+    return _rec_name((n, k, m, action))
+
+
+ADAPTER = DatasetAdapter(
+    name="mmact",
+    scan=scan_mmact,
+    read_sensor=_csv_signal,
+    protocols={  # datasets.md §4.8: view = camera 1–4, scene 1–4, session 1–5
+        "cross_subject": lambda s: s.subject <= 16,
+        "cross_view": lambda s: s.view <= 3,
+        "cross_scene": lambda s: s.scene != 2,
+        "cross_session": lambda s: s.session <= 4,
+    },
+    sensor_names=SENSOR_NAMES,
+    class_names=MMACT_CLASSES,
+)

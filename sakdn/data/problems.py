@@ -8,7 +8,8 @@ with the same list before any trial starts. Severities decide what a problem doe
 - ``error``: a bad file; its samples stop training unless ``data.skip_bad_samples`` leaves them
   out (they are listed, never dropped silently);
 - ``skipped``: left out by a configured policy (``data.missing_sensor: skip``), counted;
-- ``warning`` / ``info``: usable, but worth knowing (a constant axis, a zero-filled sensor).
+- ``warning`` / ``info``: usable, but worth knowing (rows out of time order, outliers, a
+  constant axis, a zero-filled sensor).
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ KINDS: dict[str, str] = {
     "unreadable_file": "unreadable file",
     "unreadable_video": "unreadable video",
     "truncated_video": "truncated video",
+    "truncated_file": "truncated or corrupt sensor file",
     "bad_mat": ".mat without d_iner or with the wrong shape",
     "bad_columns": "bad columns",
     "bad_timestamps": "bad timestamps",
+    "row_order": "rows out of time order or with repeated timestamps",
+    "time_gaps": "gaps between timestamps",
     "nan_signal": "NaN or infinite values",
+    "outliers": "outlier values",
     "constant_signal": "constant signal",
     "too_short": "recording too short for the GAF size",
     "unknown_action": "unknown action code",

@@ -1,20 +1,23 @@
-"""Read one sensor's 3-axis signal from a dataset file: (time, 3) float64.
+"""One sensor's 3-axis signal as a dataset file gives it: :class:`SensorSignal`.
 
 Each dataset stores its sensors differently (UTD-MHAD: one ``.mat`` holding accelerometer and
-gyroscope columns; Berkeley-MHAD: one text file per Shimmer; MMAct: one CSV per sensor). A
-reader per dataset maps (sensor name, file) to the signal, so the cache need not know formats.
+gyroscope columns; Berkeley-MHAD: one text file per Shimmer; MMAct: one CSV per sensor). The
+dataset's adapter (``sakdn.data.adapter``) reads (sensor name, file) into this one shape, so
+the checks and the cache need not know formats.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sakdn.errors import DatasetError
 
-SensorReader = Callable[[str, str], np.ndarray]
-_READERS: dict[str, SensorReader] = {}
+if TYPE_CHECKING:
+    from sakdn.data.rows import Timing
+
 MEMBER_SEPARATOR = "::"  # "FILE::MEMBER": one recording inside a file that holds many
 
 
@@ -23,54 +26,24 @@ def source_file(path: str) -> str:
     return path.split(MEMBER_SEPARATOR, 1)[0]
 
 
-def register_sensor_reader(dataset: str, reader: SensorReader) -> None:
-    _READERS[dataset] = reader
+@dataclass(frozen=True)
+class SensorSignal:
+    """A (T, 3) float64 signal in time order, ready for the GAF.
 
-
-def _inertial_columns(name: str, path: str) -> np.ndarray:
-    from sakdn.data.utd_mhad import load_inertial
-
-    columns = {"acc": slice(0, 3), "gyro": slice(3, 6)}
-    if name not in columns:
-        raise DatasetError(path, f"unknown UTD-MHAD sensor {name!r}; expected acc or gyro")
-    return load_inertial(path)[:, columns[name]]
-
-
-register_sensor_reader("utd_mhad", _inertial_columns)
-register_sensor_reader("synthetic", _inertial_columns)
-
-
-def order_by_time(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows sorted by timestamp (stable) with repeated timestamps dropped (the first kept).
-
-    MMAct's CSVs hold small backward jumps and repeated timestamps (datasets.md §4.4); a
-    signal must be a function of time before it becomes an image.
+    ``times`` (T,) seconds and ``timing`` (what ordering the rows as stored took) exist only
+    for files that carry timestamps (Berkeley-MHAD, MMAct); UTD-MHAD and BasicMotions store
+    evenly sampled rows without them.
     """
-    order = np.argsort(times, kind="stable")
-    times, values = times[order], values[order]
-    keep = np.ones(len(times), dtype=bool)
-    keep[1:] = times[1:] != times[:-1]
-    return times[keep], values[keep]
 
+    values: np.ndarray
+    times: np.ndarray | None = None
+    timing: Timing | None = None
 
-def load_sensor(dataset: str, name: str, path: str) -> np.ndarray:
-    """The (time, 3) float64 signal of sensor ``name`` stored in ``path``."""
-    if dataset not in _READERS:
-        _import_adapter(dataset)
-    reader = _READERS.get(dataset)
-    if reader is None:
-        raise DatasetError(path, f"no sensor reader for dataset {dataset!r}")
-    signal = np.asarray(reader(name, path), dtype=np.float64)
-    if signal.ndim != 2 or signal.shape[1] != 3:
-        raise DatasetError(path, f"sensor {name!r} has shape {signal.shape}, expected (time, 3)")
-    return signal
-
-
-def _import_adapter(dataset: str) -> None:
-    """Adapters register their readers on import (Berkeley-MHAD, MMAct, BasicMotions)."""
-    import importlib
-
-    try:
-        importlib.import_module(f"sakdn.data.{dataset}")
-    except ModuleNotFoundError:
-        pass
+    def check_shape(self, path: str, sensor: str) -> SensorSignal:
+        """Itself as float64; DatasetError naming the file unless it is (T, 3)."""
+        values = np.asarray(self.values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != 3:
+            raise DatasetError(
+                path, f"sensor {sensor!r} has shape {values.shape}, expected (time, 3)"
+            )
+        return replace(self, values=values)

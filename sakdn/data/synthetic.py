@@ -27,6 +27,9 @@ training and 3 validation subjects, 5 seeds): fused teachers 0.97–0.99 validat
 the CE-only student 0.46–0.57 (chance 0.125); docs/benchmarks.md, "Ablation". Version 4 keeps
 every recording of version 3 and replaces the sparse class vectors by dense, word-vector-like
 ones (:func:`class_vectors`).
+
+``ADAPTER`` (``data.dataset: synthetic``) reads the dataset with the UTD-MHAD adapter's scan,
+sensor reader and protocols, and writes it first when ``data.root`` does not exist.
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from sakdn.data.video import write_video
+from sakdn.config import DataConfig
+from sakdn.data.adapter import DatasetAdapter
+from sakdn.data.problems import Scan
+from sakdn.data.utd_mhad import ADAPTER as UTD_ADAPTER
+from sakdn.data.utd_mhad import read_class_names, read_inertial_sensor, scan_utd
 from sakdn.errors import ConfigError, DatasetError
 
 GRAVITY = 9.80665  # m/s², one g
@@ -511,6 +518,8 @@ def write_synthetic(
     _check("duration", duration, 0 < duration <= 60, "must be in (0, 60] seconds")
     _check("fps", fps, 0 < fps <= 120, "must be in (0, 120]")
     _check("imu_rate", imu_rate, fps <= imu_rate <= 2000, "must be in [fps, 2000]")
+    from sakdn.data.video import write_video  # PyAV and torch: only when writing
+
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(str(out), "output folder exists and is not empty")
@@ -604,3 +613,33 @@ def _check_existing(root: Path, wanted: dict[str, Any]) -> None:
     if diff:
         shown = ", ".join(f"{k}: has {a!r}, wanted {b!r}" for k, (a, b) in sorted(diff.items()))
         raise DatasetError(str(root), f"synthetic dataset written with other parameters ({shown})")
+
+
+def scan_synthetic(root: str, config: DataConfig) -> Scan:
+    """The synthetic dataset at ``root``, written first (seed 0) when ``root`` does not exist.
+
+    An existing dataset (any generator parameters, e.g. a small one written by
+    ``sakdn data synth``) is read as it is, in the UTD-MHAD layout with the class names of its
+    ``classes.txt``; one written by another generator version is refused.
+    """
+    meta = Path(root) / "generator.json"
+    if not meta.exists():
+        path = ensure_synthetic(root)
+    else:
+        found = json.loads(meta.read_text()).get("version")
+        if found != VERSION:
+            raise DatasetError(str(root), f"synthetic dataset written by generator version "
+                               f"{found}, this is version {VERSION}; delete the folder to "
+                               "write it anew")
+        path = Path(root)
+    names = read_class_names(Path(path) / "classes.txt")
+    return scan_utd(path, class_names=names, dataset="synthetic", subjects=None)
+
+
+ADAPTER = DatasetAdapter(
+    name="synthetic",
+    scan=scan_synthetic,
+    read_sensor=read_inertial_sensor,
+    protocols=UTD_ADAPTER.protocols,  # the UTD-MHAD layout, and its protocols
+    sensor_names=UTD_ADAPTER.sensor_names,
+)

@@ -154,15 +154,16 @@ def write_berkeley(root: Path, subjects=(1, 8), actions=(1, 6), reps=(1, 2),
                 folder.mkdir(parents=True, exist_ok=True)
                 write_shimmer(folder / f"acc_h{h:02d}_{tag}.txt", np.column_stack([acc, t]))
             tree.with_shimmers.append(rec)
-        for l, c in cameras:
-            if (l, c, rec) == drop_view:
+        for cluster, c in cameras:
+            if (cluster, c, rec) == drop_view:
                 continue
-            folder = root / "Camera" / f"Cluster{l:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
+            folder = root / "Camera" / f"Cluster{cluster:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
                 f"A{a:02d}" / f"R{r:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             for i, rgb in enumerate(flat_clip(n_frames, *size, colour)):
-                write_pgm(folder / f"img_l{l:02d}_c{c:02d}_{tag}_{i:05d}.pgm", bayer_grbg(rgb))
-            tree.views.append((l, c, rec))
+                write_pgm(folder / f"img_l{cluster:02d}_c{c:02d}_{tag}_{i:05d}.pgm",
+                          bayer_grbg(rgb))
+            tree.views.append((cluster, c, rec))
         stamps = root / "Time_stamps"
         stamps.mkdir(parents=True, exist_ok=True)
         (stamps / f"time_stamps_img_{tag}.txt").write_text(
@@ -201,13 +202,18 @@ def _timestamp(t: datetime.datetime, fraction: bool = True) -> str:
     return text + t.strftime(".%f")[:4] + "000" if fraction else text
 
 
+def mmact_lines(stamps: list[datetime.datetime], values: np.ndarray) -> list[str]:
+    """``YYYYMMDD_HH:MM:SS.ffffff,x,y,z`` lines (ms precision, values in free form)."""
+    return [f"{_timestamp(t)},{x:.7g},{y:.7g},{z:.7g}" for t, (x, y, z) in zip(stamps, values)]
+
+
 def write_mmact_csv(path: Path, start: datetime.datetime, values: np.ndarray, rate: float,
                     crlf: bool = False, no_fraction_first: bool = False,
                     swap_and_repeat: bool = False) -> None:
     """Header-less ``YYYYMMDD_HH:MM:SS.ffffff,x,y,z`` rows at ``rate`` Hz (ms precision)."""
     stamps = [start + datetime.timedelta(milliseconds=round(1000 * i / rate))
               for i in range(len(values))]
-    lines = [f"{_timestamp(t)},{x:.7g},{y:.7g},{z:.7g}" for t, (x, y, z) in zip(stamps, values)]
+    lines = mmact_lines(stamps, values)
     if no_fraction_first:
         lines[0] = _timestamp(stamps[0].replace(microsecond=0), fraction=False) + \
             lines[0][lines[0].index(","):]

@@ -14,7 +14,7 @@ from sakdn.data import load_index
 from sakdn.data.basic_motions import SPLIT_FILES
 from sakdn.data.dataset import RecordingDataset
 from sakdn.data.index import split
-from sakdn.data.sensors import load_sensor
+from sakdn.data.registry import load_sensor
 from sakdn.seeding import seed_everything
 from sakdn.train.data import build_data
 from sakdn.train.loop import RunContext

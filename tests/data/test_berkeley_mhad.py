@@ -29,19 +29,19 @@ def data_config(root: Path, **flat):
 def test_one_sample_per_camera_view_with_sensors(tree) -> None:
     index = load_index(data_config(tree.root))
     # every written view whose recording has its accelerometer files (the others are skipped)
-    expected = {(l, c, rec) for l, c, rec in tree.views if rec in tree.with_shimmers}
+    expected = {view for view in tree.views if view[2] in tree.with_shimmers}
     got = {(int(re.search(r"_l(\d+)", s.key).group(1)), int(re.search(r"_c(\d+)", s.key).group(1)),
             (s.subject, s.action, s.repetition)) for s in index}
     assert got == expected
     assert len(index) == len(expected) == 13
-    views = {(l, c): s.view for (l, c, _), s in zip(sorted(expected), index)}
+    views = {(cluster, c): s.view for (cluster, c, _), s in zip(sorted(expected), index)}
     assert views == {(1, 1): 1, (3, 1): 9}  # global camera numbers 1..12
 
 
 def test_protocol_subjects_1_to_7_train(tree) -> None:
     index = load_index(data_config(tree.root))
     train, test = split(index, "cross_subject")
-    usable = [(l, c, rec) for l, c, rec in tree.views if rec in tree.with_shimmers]
+    usable = [view for view in tree.views if view[2] in tree.with_shimmers]
     assert len(train) == sum(rec[0] <= 7 for _, _, rec in usable) == 7
     assert len(test) == sum(rec[0] >= 8 for _, _, rec in usable) == 6
     assert {s.subject for s in train} == {1} and {s.subject for s in test} == {8}
@@ -104,12 +104,12 @@ def test_shimmer_reader_orders_rows_by_time(tmp_path: Path) -> None:
     acc = np.arange(15, dtype=float).reshape(5, 3) / 10
     rows = np.column_stack([acc, t])[[0, 2, 1, 3, 4]]  # two rows swapped
     write_shimmer(tmp_path / "acc.txt", rows)
-    assert np.allclose(read_shimmer(tmp_path / "acc.txt"), acc)
+    assert np.allclose(read_shimmer(tmp_path / "acc.txt").values, acc)
 
 
 def test_glitch_values_are_kept(tree) -> None:
     """Values beyond the ±2 g range (the release's rare glitches) are read as stored."""
-    peaks = [np.abs(read_shimmer(p)).max() for p in
+    peaks = [np.abs(read_shimmer(p).values).max() for p in
              sorted((tree.root / "Accelerometer").glob("Shimmer*/acc_*.txt"))]
     assert max(peaks) == pytest.approx(50.25) and sorted(peaks)[-2] <= 2.0
 

@@ -45,18 +45,18 @@ def test_second_prepare_decodes_nothing(dataset: str, tmp_path: Path, monkeypatc
     args = ["data", "prepare", "--dataset", dataset, "--root", str(tmp_path / "root"),
             "--set", "train.progress=false", "--set", "gaf.image_size=16",
             "--set", "data.frame_size=16", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
-    decoded, sensors = Counter(video._scan), Counter(cache.load_sensor)
+    decoded, sensors = Counter(video._scan), Counter(cache.read_sensor)
     pgms = Counter(video.read_pgm)
     monkeypatch.setattr(video, "_scan", decoded)
     monkeypatch.setattr(video, "read_pgm", pgms)
-    monkeypatch.setattr(cache, "load_sensor", sensors)
+    monkeypatch.setattr(cache, "read_sensor", sensors)
     assert main([*args, "--workers", "0"]) == 0
     assert sensors.calls > 0 and decoded.calls + pgms.calls > 0  # the first run reads
     first = capsys.readouterr().out
 
     for name in ("_scan", "read_pgm"):
         monkeypatch.setattr(video, name, Counter())
-    monkeypatch.setattr(cache, "load_sensor", Counter())
+    monkeypatch.setattr(cache, "read_sensor", Counter())
     assert main([*args, "--workers", "2"]) == 0
     second = capsys.readouterr().out
     assert "preprocessing cache hit" in second

@@ -94,8 +94,8 @@ def test_truncated_video(utd: Path) -> None:
 
 def test_truncated_pgm_sequence(tmp_path: Path) -> None:
     tree = write_berkeley(tmp_path / "B")
-    l, c, (s, a, r) = tree.views[0]
-    folder = tmp_path / "B" / "Camera" / f"Cluster{l:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
+    cluster, c, (s, a, r) = tree.views[0]
+    folder = tmp_path / "B" / "Camera" / f"Cluster{cluster:02d}" / f"Cam{c:02d}" / f"S{s:02d}" / \
         f"A{a:02d}" / f"R{r:02d}"
     frames = sorted(folder.iterdir())
     frames[-1].write_bytes(frames[-1].read_bytes()[:500])  # a cut-off frame file
@@ -128,6 +128,26 @@ def test_unreadable_mat(utd: Path) -> None:
     path.write_bytes(b"not a mat file at all")
     found = problems_of(config("utd_mhad", utd), "unreadable_file")
     assert [p.path for p in found] == [str(path)]
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.97])
+def test_truncated_mat_is_named_as_such(utd: Path, keep: float) -> None:
+    """A cut inertial file: scipy says "could not read bytes" or "index out of range"; the
+    check says what it is, and training stops on the same line."""
+    path = utd / "Inertial" / "a10_s2_t1_inertial.mat"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:round(keep * len(raw))])
+    cfg = config("utd_mhad", utd)
+    found = problems_of(cfg, "truncated_file")
+    assert [(p.path, p.severity) for p in found] == [(str(path), "error")]
+    assert found[0].message.startswith("truncated or corrupt MAT file: ")
+    if keep > 0.1:  # past the 128-byte header: the element it stops in
+        assert f"the file ends at byte {round(keep * len(raw))}, inside the data element at " \
+            "byte 128" in found[0].message
+    index = load_index(config("utd_mhad", utd).data)
+    with pytest.raises(DatasetError) as err:
+        prepare(index, PreprocessSpec.from_config(cfg), utd.parent / "cache")
+    assert found[0].line in str(err.value)
 
 
 def test_csv_with_bad_columns(tmp_path: Path) -> None:
@@ -244,6 +264,20 @@ def test_empty_split_is_fatal(utd: Path) -> None:
     code, text = report(config("utd_mhad", utd))
     assert code == 1
     assert "fatal: protocol split (1)" in text and "leaves the test split empty" in text
+    (line,) = [t for t in text.splitlines() if "leaves the test split empty" in t]
+    assert line.count(str(utd)) == 1  # the root once, not once per layer of the message
+
+
+def test_a_refused_synthetic_folder_names_its_root_once(tmp_path: Path) -> None:
+    from sakdn.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "syn", classes=2, subjects=1, repetitions=1,
+                           frame_size=16, duration=0.5)
+    meta = root / "generator.json"
+    meta.write_text(meta.read_text().replace('"version": ', '"version": 1'))
+    code, text = report(config("synthetic", root))
+    (line,) = [t for t in text.splitlines() if "generator version" in t]
+    assert code == 1 and line.count(str(root)) == 1
 
 
 def test_missing_root_is_fatal(tmp_path: Path) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 
 from sakdn.config import load_config
-from sakdn.data import ADAPTERS
-from sakdn.data.index import protocols
+from sakdn.data.registry import ADAPTERS, protocols
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # file → (dataset, protocol, segments, teacher batch, student batch, teacher epochs, student epochs)
@@ -47,7 +45,6 @@ def test_dataset_experiment_files(name: str) -> None:
 
 def test_basic_motions_experiment_file() -> None:
     cfg = load_config(EXPERIMENTS / "basic-motions.yaml")
-    importlib.import_module("sakdn.data.basic_motions")  # registers its protocol
     assert cfg.data.dataset == "basic_motions"
     assert cfg.data.protocol in protocols("basic_motions")
 

@@ -9,9 +9,9 @@ from sakdn.data.index import (
     SampleIndex,
     carve_validation,
     natural_key,
-    protocols,
     split,
 )
+from sakdn.data.registry import protocols
 from sakdn.errors import ConfigError, DatasetError
 
 

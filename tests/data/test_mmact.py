@@ -136,7 +136,8 @@ def test_timestamps_sorted_and_deduplicated(tree, quirk: str) -> None:
     path = tree.sensor_files[(sensor, rec)]
     rows = _reference_rows(path)
     unique = sorted({t: v for t, v in reversed(rows)}.items())  # first occurrence per time
-    times, values = read_mmact_csv(path)
+    signal = read_mmact_csv(path)
+    times, values = signal.times, signal.values
     assert np.all(np.diff(times) > 0)
     assert np.allclose(times - times[0], [t - unique[0][0] for t, _ in unique], atol=1e-5)
     assert np.allclose(values, [v for _, v in unique])
@@ -152,8 +153,7 @@ def test_crlf_files_read_like_lf(tree, tmp_path: Path) -> None:
     assert b"\r\n" in crlf.read_bytes()
     lf = tmp_path / "lf.csv"
     lf.write_bytes(crlf.read_bytes().replace(b"\r\n", b"\n"))
-    t1, v1 = read_mmact_csv(crlf)
-    t2, v2 = read_mmact_csv(lf)
+    (t1, v1), (t2, v2) = ((s.times, s.values) for s in map(read_mmact_csv, (crlf, lf)))
     assert np.array_equal(t1, t2) and np.array_equal(v1, v2)
     assert len(t1) == len(crlf.read_bytes().splitlines())
     assert abs(np.median(v1[:, 1]) + 9.8) < 1.0  # gravity on −y, m/s²

@@ -11,6 +11,7 @@ import pytest
 import scipy.io
 
 import sakdn.data.synthetic as synthetic
+import sakdn.data.video as video
 from sakdn.config import DataConfig
 from sakdn.data import load_index
 from sakdn.data.index import carve_validation, split
@@ -164,8 +165,8 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    real = synthetic.write_video
-    monkeypatch.setattr(synthetic, "write_video", failing_video)
+    real = video.write_video
+    monkeypatch.setattr(video, "write_video", failing_video)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(tmp_path / "syn", **SMALL)
     assert list(tmp_path.iterdir()) == []

@@ -7,8 +7,9 @@ import pytest
 import scipy.io
 
 from sakdn.config import DataConfig
-from sakdn.data import get_adapter, load_index
+from sakdn.data import load_index
 from sakdn.data.index import split
+from sakdn.data.registry import get_adapter
 from sakdn.data.utd_mhad import UTD_CLASSES, load_inertial, read_class_names, read_utd
 from sakdn.errors import ConfigError, DatasetError
 
@@ -149,7 +150,7 @@ def test_read_class_names(tmp_path):
 
 def test_adapter_registry(utd_root):
     config = DataConfig(dataset="utd_mhad", root=str(utd_root))
-    scan = get_adapter("utd_mhad")(str(utd_root), config)
+    scan = get_adapter("utd_mhad").scan(str(utd_root), config)
     assert len(scan.index) == 23 and not scan.problems
     assert len(load_index(config)) == 23
     with pytest.raises(ConfigError) as err:
