@@ -269,6 +269,7 @@ def student_stage(config: ExperimentConfig, bundle: DataBundle,
     import sakdn.train.student_stage as student_module
     from sakdn.seeding import seed_everything
     from sakdn.train.loop import RunContext, resolve_device
+    from sakdn.train.attention import gsdm_plan
     from sakdn.train.student_stage import StudentStage
     from sakdn.train.teacher_stage import build_teachers
 
@@ -280,7 +281,7 @@ def student_stage(config: ExperimentConfig, bundle: DataBundle,
                          channels_last=tc.channels_last, seed=tc.seed, progress=False,
                          log=lambda m: None)
         teachers = build_teachers(config, bundle)  # untrained: the same cost as trained ones
-        stage = StudentStage(config, bundle, ctx, teachers)
+        stage = StudentStage(config, bundle, ctx, teachers, gsdm_plan(config))
         if name == "on the fly":
             stage.train_set = datasets(config, bundle, "train")[name]
             stage.val_set = datasets(config, bundle, "val")[name] if stage.val_set else None

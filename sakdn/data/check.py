@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from sakdn.config import ExperimentConfig
-from sakdn.data.index import Sample, SampleIndex, carve_validation, split
+from sakdn.data.index import Sample, SampleIndex, carve_validation, every_kth, split
 from sakdn.data.problems import Problem, Scan, counts, format_report, problem_from_error
 from sakdn.errors import DatasetError, SakdnError
 
@@ -122,10 +122,7 @@ def run_check(config: ExperimentConfig, deep: bool = True) -> CheckResult:
     if not any(p.severity == "fatal" for p in scan.problems):
         try:
             train, test = split(usable, data.protocol)
-            k = data.train_subset
-            if k > 1:  # as build_data: training clips k, 2k, 3k, … in index order
-                keep = {s.key for s in train.samples[k - 1::k]}
-                train = train.subset(lambda s: s.key in keep)
+            train = every_kth(train, data.train_subset)  # as build_data
             fit, val = carve_validation(train, data.val_fraction, data.split_seed)
             sizes = {"train": len(fit), "validation": len(val), "test": len(test)}
         except SakdnError as err:

@@ -134,6 +134,15 @@ def split(index: SampleIndex, protocol: str) -> tuple[SampleIndex, SampleIndex]:
     return train, test
 
 
+def every_kth(index: SampleIndex, k: int) -> SampleIndex:
+    """Samples k, 2k, 3k, … in index order (all of them for k = 1): MMAct's 1/2, 1/4 and 1/8
+    training lists, and a data-starved student's share."""
+    if k <= 1:
+        return index
+    keep = {s.key for s in index.samples[k - 1 :: k]}
+    return index.subset(lambda s: s.key in keep)
+
+
 def carve_validation(
     train: SampleIndex, fraction: float, seed: int
 ) -> tuple[SampleIndex, SampleIndex]:

@@ -12,7 +12,7 @@ from sakdn.config import ExperimentConfig
 from sakdn.data import load_index
 from sakdn.data.cache import PreprocessedData, PreprocessSpec, default_cache_dir, prepare
 from sakdn.data.dataset import ClipDataset
-from sakdn.data.index import SampleIndex, carve_validation, split
+from sakdn.data.index import SampleIndex, carve_validation, every_kth, split
 from sakdn.models.weights import input_normalization
 from sakdn.semantics import class_vectors, semantic_dim
 
@@ -73,14 +73,6 @@ def build_data(
         class_vectors=vectors,
         semantic_dim=semantic_dim(config.semantics, vectors),
     )
-
-
-def every_kth(index: SampleIndex, k: int) -> SampleIndex:
-    """Samples k, 2k, 3k, … in index order (all of them for k = 1)."""
-    if k <= 1:
-        return index
-    keep = {s.key for s in index.samples[k - 1 :: k]}
-    return index.subset(lambda s: s.key in keep)
 
 
 def student_training(config: ExperimentConfig, bundle: DataBundle) -> SampleIndex:
