@@ -34,7 +34,7 @@ import yaml
 
 from sakdn.config import ExperimentConfig, Scalar, SearchConfig, dump_yaml, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.names import Role, SearchMetric, State, Tag
+from sakdn.names import Result, Role, SearchMetric, State, Tag
 from sakdn.search.experiment import Sources, read_experiment
 from sakdn.search.space import SearchSpace, load_space
 
@@ -388,7 +388,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
 def _reporter(s: SearchConfig, space: SearchSpace):
     from sakdn.search.progress import SearchReporter
 
-    metrics = {"stage": "stage", "epoch": "epoch", "student/val_acc": "val acc",
+    metrics = {Result.STAGE: "stage", Result.EPOCH: "epoch", "student/val_acc": "val acc",
                "student/best_val_acc": "best val acc"}
     for m in s.metrics:
         metrics.setdefault(m, m.split("/")[-1])
