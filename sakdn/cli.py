@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train teachers and the distilled student")
     tr.add_argument("--config", type=Path, help="experiment YAML (defaults when omitted)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    tr.add_argument("--workdir", type=Path, help="checkpoints and models (default train.output_dir)")
+    tr.add_argument("--workdir", type=Path,
+                    help="checkpoints and models (default train.output_dir)")
     tr.add_argument("--from-best", metavar="SEARCH",
                     help="final training from a search's best configuration (train+val → test)")
     tr.add_argument("--tracking-uri", help="MLflow tracking URI for --from-best "
@@ -112,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
                     "mlflow_tracking_password); '-' reads it from stdin")
     tu.add_argument("--tracking-uri", help="the server (default: MLFLOW_TRACKING_URI)")
 
-    cf = sub.add_parser("config", help="print the resolved flat configuration")
+    cf = sub.add_parser(
+        "config", help="print the resolved flat configuration",
+        description="Print every key of an experiment: the training keys, then the search.* "
+        "keys when the file has a search: section or --set names a search key (empty values "
+        "are derived when a search starts; docs/experiments.md).")
     cf.add_argument("--config", type=Path)
     cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
@@ -214,7 +219,7 @@ def cmd_ablate(args) -> int:
 
 def cmd_dashboard(args) -> int:
     from sakdn.dashboard import serve
-    from sakdn.search.experiment import default_tracking_uri
+    from sakdn.tracking import default_tracking_uri
 
     serve(args.search, args.tracking_uri or default_tracking_uri(), args.port)
     return 0
@@ -258,7 +263,13 @@ def cmd_tracking_user(args) -> int:
 
 
 def cmd_config(args) -> int:
-    for key, value in _load(args).to_flat().items():
+    from sakdn.config import load_experiment, parse_overrides
+
+    config, search = load_experiment(args.config, parse_overrides(args.set))
+    flat = config.to_flat()
+    if search is not None:
+        flat.update(search.to_flat())
+    for key, value in flat.items():
         print(f"{key}={value}")
     return 0
 

@@ -1,20 +1,32 @@
 """Frozen, validated experiment configuration and its flat dotted key space.
 
 One key space serves everything: YAML files (nested sections), the command line
-(``--set distill.lambda_gsdm=0.5``), search spaces and MLflow params all use the same dotted
-keys (``section.field``) whose values are scalars (bool, int, float, str). List-like settings
-(SPAMFM stages, GSDM layer pairs) are comma-separated strings so that they stay scalars.
+(``--set distill.lambda_gsdm=0.5``), ``sakdn config``, search spaces and MLflow params all use
+the same dotted keys (``section.field``) whose values are scalars (bool, int, float, str):
 
-Precedence: code defaults < YAML file < ``--set`` overrides.
+- lists of names (SPAMFM stages, GSDM layer pairs, a search's metrics and modes) are
+  comma-separated strings (``conv3,fc2``); YAML lists are accepted where a key says so;
+- a mapping with fixed keys is a nested section whose keys gain one more dot
+  (``search.resources.gpu``);
+- an open mapping or a list of mappings (an Optuna pruner's own arguments, points to try
+  first) is one string in YAML flow style (``{n_startup_trials: 3}``), accepted as YAML in a
+  file and as text after ``--set``, and printed back the same way.
+
+An experiment file holds the training sections (``ExperimentConfig``: what one run needs) and
+optionally a ``search:`` section (``SearchConfig``: how a search runs), both on this one
+machinery: frozen dataclasses validated at construction, errors naming the key, the value and
+the file or ``--set``. Precedence: code defaults < YAML file < ``--set`` overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import yaml
 
@@ -30,7 +42,8 @@ GATES = ("cat", "add", "mul")
 
 
 def _f(default: Any, **rules: Any) -> Any:
-    """A dataclass field with validation rules (choices, lo, hi, lo_open, hi_open, check)."""
+    """A dataclass field with validation rules (choices, lo, hi, lo_open, hi_open, check) and
+    optionally ``encode``: ``(key, value) -> str``, the one flat form of a list or mapping."""
     return field(default=default, metadata=rules)
 
 
@@ -66,17 +79,99 @@ def parse_subset(value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class Section:
-    """Base of every config section: type coercion and validation at construction."""
+    """Base of every config section: type coercion and validation at construction.
 
-    name: ClassVar[str] = ""
+    ``section`` is the dotted prefix of the section's keys. A field whose default is another
+    section (``field(default_factory=SubSection)``) nests it: its keys are
+    ``<section>.<field>.<key>`` (``SubSection.section`` says so).
+    """
+
+    section: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            key = f"{self.name}.{f.name}"
             value = getattr(self, f.name)
+            if isinstance(value, Section):
+                continue  # a nested section validated itself
+            key = f"{self.section}.{f.name}"
+            if "encode" in f.metadata:
+                value = f.metadata["encode"](key, value)
             value = _coerce(key, value, f.type)
             object.__setattr__(self, f.name, value)
             _check_rules(key, value, f.metadata)
+        self.check_together()
+
+    def check_together(self) -> None:
+        """Rules that involve several fields (none unless a section has some)."""
+
+    def to_flat(self) -> dict[str, Scalar]:
+        """Every key of the section (nested ones included) as ``{"section.field": scalar}``."""
+        return section_to_flat(self)
+
+    def replace(self, overrides: Mapping[str, Any], file: str | None = None) -> Section:
+        """A copy with some dotted keys changed (validated like any other input)."""
+        flat = self.to_flat()
+        for key in overrides:
+            if key not in flat:
+                raise _unknown_key(key, overrides[key], file, FILE_SECTIONS)
+        flat.update(overrides)
+        return section_from_flat(type(self), flat, file)
+
+
+def _nested(f: dataclasses.Field) -> type[Section] | None:
+    """The section class a field nests, if it nests one."""
+    factory = f.default_factory
+    return factory if isinstance(factory, type) and issubclass(factory, Section) else None
+
+
+@functools.cache
+def section_keys(cls: type[Section]) -> dict[str, dataclasses.Field]:
+    """Every dotted key of a section class (nested sections included) → its field."""
+    keys: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sub = _nested(f)
+        if sub is not None:
+            keys.update(section_keys(sub))
+        else:
+            keys[f"{cls.section}.{f.name}"] = f
+    return keys
+
+
+def section_to_flat(section: Section) -> dict[str, Scalar]:
+    flat: dict[str, Scalar] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, Section):
+            flat.update(section_to_flat(value))
+        else:
+            flat[f"{section.section}.{f.name}"] = value
+    return flat
+
+
+def section_from_flat(
+    cls: type[Section], flat: Mapping[str, Any], file: str | None = None
+) -> Section:
+    """A section from its dotted keys; missing keys take their defaults, unknown ones fail."""
+    known = section_keys(cls)
+    for key, value in flat.items():
+        if key not in known:
+            raise _unknown_key(key, value, file, FILE_SECTIONS)
+    try:
+        return _build_section(cls, flat)
+    except ConfigError as err:
+        raise err.with_file(file) if file else err
+
+
+def _build_section(cls: type[Section], flat: Mapping[str, Any]) -> Section:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sub = _nested(f)
+        key = f"{cls.section}.{f.name}"
+        if sub is not None:
+            kwargs[f.name] = _build_section(sub, flat)
+        elif key in flat:
+            kwargs[f.name] = flat[key]
+    return cls(**kwargs)
 
 
 def _coerce(key: str, value: Any, type_name: Any) -> Any:
@@ -126,7 +221,7 @@ def _check_rules(key: str, value: Any, rules: Mapping[str, Any]) -> None:
 class DataConfig(Section):
     """Which dataset, where it lives, how it is split and how frames are prepared."""
 
-    name: ClassVar[str] = "data"
+    section: ClassVar[str] = "data"
     dataset: str = _f("synthetic", choices=DATASETS)
     root: str = _f("data/synthetic")
     protocol: str = _f("cross_subject")
@@ -147,7 +242,7 @@ class DataConfig(Section):
 class GAFConfig(Section):
     """Gramian-angular-field virtual images (method doc §3, §10.1)."""
 
-    name: ClassVar[str] = "gaf"
+    section: ClassVar[str] = "gaf"
     method: str = _f("gasf", choices=("gasf", "gadf"))
     image_size: int = _f(64, lo=8, hi=512)
     channel_scaling: bool = _f(True)  # per-channel min-max to [0, 1] (Matlab mat2gray)
@@ -157,7 +252,7 @@ class GAFConfig(Section):
 class SemanticsConfig(Section):
     """Class-name vectors: the targets of the teachers' fc2 and the GSDM ablation weights."""
 
-    name: ClassVar[str] = "semantics"
+    section: ClassVar[str] = "semantics"
     provider: str = _f("matrix", choices=("glove", "matrix", "sentence_transformers", "none"))
     path: str = _f("class_vectors.npy")  # GloVe file, .npy matrix, model name or directory;
     # relative paths resolve against data.root first (the synthetic dataset ships its matrix)
@@ -170,7 +265,7 @@ class SemanticsConfig(Section):
 class TeacherConfig(Section):
     """One CNN branch per sensor, fused by SPAMFM (method doc §4, §10.2)."""
 
-    name: ClassVar[str] = "teacher"
+    section: ClassVar[str] = "teacher"
     backbone: str = _f("small_cnn", choices=("small_cnn", "vgg16_bn", "resnet18"))
     # "" (random), imagenet, a torchvision weights name or a local state-dict file (weights.md)
     weights: str = _f("")
@@ -194,7 +289,7 @@ class TeacherConfig(Section):
 class StudentConfig(Section):
     """Segment-based video student (method doc §5, §10.3)."""
 
-    name: ClassVar[str] = "student"
+    section: ClassVar[str] = "student"
     backbone: str = _f("small_cnn", choices=("small_cnn", "resnet18", "googlenet"))
     weights: str = _f("")  # as teacher.weights; the frames follow its normalisation
     width: int = _f(16, lo=4, hi=256)
@@ -218,7 +313,7 @@ class StudentConfig(Section):
 class DistillConfig(Section):
     """Student loss weights and the GSDM variant (method doc §6, §10.4)."""
 
-    name: ClassVar[str] = "distill"
+    section: ClassVar[str] = "distill"
     lambda_st: float = _f(0.01, lo=0.0, hi=100.0)
     temperature: float = _f(4.0, lo=0.0, lo_open=True, hi=100.0)
     lambda_sp: float = _f(1.0, lo=0.0, hi=100.0)
@@ -241,7 +336,7 @@ class DistillConfig(Section):
 class TrainConfig(Section):
     """Run-level settings shared by both stages."""
 
-    name: ClassVar[str] = "train"
+    section: ClassVar[str] = "train"
     seed: int = _f(0, lo=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = _f(True)  # bf16 autocast on CUDA; ignored on CPU
@@ -263,7 +358,7 @@ class TrainConfig(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    cls.name: cls
+    cls.section: cls
     for cls in (
         DataConfig,
         GAFConfig,
@@ -274,6 +369,225 @@ SECTIONS: dict[str, type[Section]] = {
         TrainConfig,
     )
 }
+
+
+# --- the search: section -------------------------------------------------------------------
+
+DEFAULT_METRIC = "student/best_val_acc"  # what a search optimises unless told otherwise
+DEFAULT_STORAGE = "runs/search"  # where a search keeps its state unless told otherwise
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
+PRUNERS = (
+    "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient",
+    "threshold", "none",
+)
+SCHEDULERS = ("optuna", "asha", "fifo")
+MODES = ("max", "min")
+_SEARCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def _load_yaml(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(key, text, f"not a YAML value: {err}") from None
+
+
+def _names(key: str, value: Any) -> str:
+    """A list of names in its flat form ``a,b``, from a YAML list, ``[a, b]`` or ``a,b``."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        value = _load_yaml(key, value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    if not isinstance(value, str):
+        raise ConfigError(key, value, "must be a name or a list of names")
+    return ",".join(_csv(value))
+
+
+def _yaml_flow(kind: type, problem: str, ok: Callable[[Any], bool]) -> Callable[[str, Any], str]:
+    """The encoder of a key holding a mapping (``kind=dict``) or a list as one YAML flow
+    string: a value from YAML or Python is dumped, text (``--set``) is parsed and dumped again,
+    so every input reaches the same text; empty text and None are the empty ``kind``."""
+
+    def encode(key: str, value: Any) -> str:
+        if isinstance(value, str):
+            value = _load_yaml(key, value) if value.strip() else None
+        if value is None:
+            value = kind()
+        if isinstance(value, Mapping) and kind is dict:
+            value = dict(value)
+        if not isinstance(value, kind) or not ok(value):
+            raise ConfigError(key, value, problem)
+        try:
+            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
+                                  width=math.inf)
+        except yaml.YAMLError as err:
+            raise ConfigError(key, value, f"{problem} ({err})") from None
+        return text.strip()
+
+    return encode
+
+
+def _string_keys(value: Mapping) -> bool:
+    return all(isinstance(k, str) for k in value)
+
+
+_options = _yaml_flow(dict, "must map option names to values, e.g. {n_startup_trials: 3}",
+                      _string_keys)
+_points = _yaml_flow(list, "must be a list of {key: value} maps",
+                     lambda v: all(isinstance(p, Mapping) and _string_keys(p) for p in v))
+
+
+def _check_metrics(value: str) -> str | None:
+    names = _csv(value)
+    if not names:
+        return "names no metric"
+    return "names a metric twice" if len(set(names)) != len(names) else None
+
+
+def _check_modes(value: str) -> str | None:
+    bad = [m for m in _csv(value) if m not in MODES] or ([] if _csv(value) else [""])
+    return "must be one of " + ", ".join(MODES) if bad else None
+
+
+def _check_search_name(value: str) -> str | None:
+    if value and not _SEARCH_NAME.match(value):
+        return ("use letters, digits, '_', '-' or '.' (it names a folder, an MLflow tag and "
+                "an Optuna study)")
+    return None
+
+
+def _check_storage(value: str) -> str | None:
+    if not value.strip():
+        return "must name a folder"
+    if _URI.match(value):
+        return ("must be a filesystem path (a shared mount on a cluster): trial work dirs and "
+                "the teacher store live there")
+    return None
+
+
+def _check_gpu(value: float) -> str | None:
+    if value > 1 and not value.is_integer():
+        return "fractions are allowed below 1 GPU only (0.25, 0.5, or a whole number)"
+    return None
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must be a non-empty string"
+
+
+@dataclass(frozen=True)
+class ResourcesConfig(Section):
+    """What one trial holds: CPUs and GPUs (a fraction of one GPU lets trials share it)."""
+
+    section: ClassVar[str] = "search.resources"
+    cpu: float = _f(1.0, lo=0.0)
+    gpu: float = _f(0.0, lo=0.0, check=_check_gpu)
+
+    def check_together(self) -> None:
+        if self.cpu == 0 and self.gpu == 0:
+            raise ConfigError("search.resources", {"cpu": self.cpu, "gpu": self.gpu},
+                              "a trial needs some cpu or gpu")
+
+    def as_tune(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+@dataclass(frozen=True)
+class SearchConfig(Section):
+    """The ``search:`` section of an experiment file: what a search optimises and how it runs
+    (every key in docs/experiments.md).
+
+    Values are as the file and ``--set`` give them. An empty string stands for a value the
+    search derives when it starts (``sakdn.search.experiment.resolve``: the name from the
+    file, paths made absolute, stores under ``storage_path``); ``space`` is required then.
+    """
+
+    section: ClassVar[str] = "search"
+    space: str = _f("")
+    metric: str = _f(DEFAULT_METRIC, encode=_names, check=_check_metrics)
+    mode: str = _f("max", encode=_names, check=_check_modes)  # one for all, or one per metric
+    prune_metric: str = _f("")  # empty: the first metric
+    num_samples: int = _f(8, lo=1)
+    max_concurrent_trials: int = _f(2, lo=1)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    sampler: str = _f("tpe", choices=SAMPLERS)
+    sampler_options: str = _f("{}", encode=_options)
+    pruner: str = _f("median", choices=PRUNERS)
+    pruner_options: str = _f("{}", encode=_options)
+    scheduler: str = _f("optuna", choices=SCHEDULERS)
+    scheduler_options: str = _f("{}", encode=_options)
+    seed: int = _f(0, lo=0)
+    name: str = _f("", check=_check_search_name)  # empty: the experiment file's stem
+    storage_path: str = _f(DEFAULT_STORAGE, check=_check_storage)
+    tracking_uri: str = _f("")  # empty: MLFLOW_TRACKING_URI, else <storage_path>/mlflow.db
+    experiment_name: str = _f("sakdn", check=_not_empty)
+    study_storage: str = _f("")  # empty: sqlite:///<storage_path>/optuna.db
+    study_name: str = _f("")  # empty: the search's name
+    teacher_store: str = _f("")  # empty: <storage_path>/<name>/teacher_store; none: off
+    time_budget_s: float = _f(0.0, lo=0.0)  # 0: none
+    max_failures: int = _f(2, lo=0)
+    keep_checkpoints: int = _f(2, lo=1)
+    log_models: bool = _f(True)
+    flush_timeout_s: float = _f(120.0, lo=0.0)
+    points_to_evaluate: str = _f("[]", encode=_points)
+
+    def check_together(self) -> None:
+        metrics, modes = _csv(self.metric), _csv(self.mode)
+        if len(modes) not in (1, len(metrics)):
+            raise ConfigError("search.mode", self.mode,
+                              f"give one mode, or one per metric ({len(metrics)})")
+        if self.sampler == "nsga2" and len(metrics) < 2:
+            raise ConfigError(
+                "search.sampler", self.sampler, "nsga2 is multi-objective: give several "
+                "metrics and modes, e.g. metric: [student/best_val_acc, student/gflops], "
+                "mode: [max, min]",
+            )
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return _csv(self.metric)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """One mode per metric (a single mode applies to every metric)."""
+        modes = _csv(self.mode)
+        return modes * len(self.metrics) if len(modes) == 1 else modes
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+    def objective(self) -> tuple[str | list[str], str | list[str]]:
+        """(metric, mode) as Optuna / Tune want them: scalars for one objective."""
+        if self.multi_objective:
+            return list(self.metrics), list(self.modes)
+        return self.metrics[0], self.modes[0]
+
+    @property
+    def search_dir(self) -> Path:
+        """``<storage_path>/<name>``: Tune state, trial work dirs, teacher store."""
+        return Path(self.storage_path) / self.name
+
+    @property
+    def sampler_kwargs(self) -> dict[str, Any]:
+        return yaml.safe_load(self.sampler_options)
+
+    @property
+    def pruner_kwargs(self) -> dict[str, Any]:
+        return yaml.safe_load(self.pruner_options)
+
+    @property
+    def scheduler_kwargs(self) -> dict[str, Any]:
+        return yaml.safe_load(self.scheduler_options)
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        return yaml.safe_load(self.points_to_evaluate)
+
+
+# Every top-level section an experiment file may hold.
+FILE_SECTIONS: dict[str, type[Section]] = {**SECTIONS, SearchConfig.section: SearchConfig}
 
 
 @dataclass(frozen=True)
@@ -307,37 +621,44 @@ class ExperimentConfig:
 
 
 def all_keys() -> list[str]:
-    """Every valid dotted key."""
+    """Every valid dotted key of a training run (``ExperimentConfig``)."""
     return list(to_flat(ExperimentConfig()).keys())
 
 
+@functools.cache
+def _file_fields() -> dict[str, dataclasses.Field]:
+    return {k: f for cls in FILE_SECTIONS.values() for k, f in section_keys(cls).items()}
+
+
 def key_type(key: str) -> str:
-    """'bool' | 'int' | 'float' | 'str' for a dotted key (ConfigError if unknown)."""
-    section, _, name = key.partition(".")
-    cls = SECTIONS.get(section)
-    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
-    if name not in fields:
-        raise _unknown_key(key, None, None)
-    t = fields[name].type
-    return t if isinstance(t, str) else t.__name__
+    """'bool' | 'int' | 'float' | 'str' for a dotted key of an experiment file (ConfigError
+    if unknown)."""
+    f = _file_fields().get(key)
+    if f is None:
+        raise _unknown_key(key, None, None, FILE_SECTIONS)
+    return f.type if isinstance(f.type, str) else f.type.__name__
 
 
 def to_flat(config: ExperimentConfig) -> dict[str, Scalar]:
     flat: dict[str, Scalar] = {}
     for section in SECTIONS:
-        sec = getattr(config, section)
-        for f in dataclasses.fields(sec):
-            flat[f"{section}.{f.name}"] = getattr(sec, f.name)
+        flat.update(section_to_flat(getattr(config, section)))
     return flat
 
 
-def _unknown_key(key: str, value: Any, file: str | None) -> ConfigError:
+def _unknown_key(
+    key: str, value: Any, file: str | None,
+    sections: Mapping[str, type[Section]] = SECTIONS,
+) -> ConfigError:
     section = key.partition(".")[0]
-    if section not in SECTIONS:
-        hint = "unknown section; sections are " + ", ".join(SECTIONS)
-    else:
-        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if section in sections:
+        names = [k.partition(".")[2] for k in section_keys(sections[section])]
         hint = f"unknown key; {section} has " + ", ".join(names)
+    elif section in FILE_SECTIONS:
+        hint = ("a search key: sakdn search reads it (sakdn config shows it); a training run "
+                "ignores the search section")
+    else:
+        hint = "unknown section; sections are " + ", ".join(sections)
     return ConfigError(key, value, hint, file)
 
 
@@ -345,23 +666,21 @@ def from_flat(flat: Mapping[str, Any], file: str | None = None) -> ExperimentCon
     """Build a config from dotted keys; missing keys take their defaults."""
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in flat.items():
-        section, _, name = key.partition(".")
-        cls = SECTIONS.get(section)
-        if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+        section = key.partition(".")[0]
+        if section not in SECTIONS or key not in section_keys(SECTIONS[section]):
             raise _unknown_key(key, value, file)
-        per_section[section][name] = value
-    try:
-        return ExperimentConfig(**{s: SECTIONS[s](**kw) for s, kw in per_section.items()})
-    except ConfigError as err:
-        raise err.with_file(file) if file else err
+        per_section[section][key] = value
+    return ExperimentConfig(**{
+        s: section_from_flat(SECTIONS[s], kw, file) for s, kw in per_section.items()
+    })
 
 
 def parse_value(key: str, text: str) -> Scalar:
     """Parse a command-line value for ``key`` according to the key's type."""
     t = key_type(key)
-    loaded = yaml.safe_load(text) if text.strip() else ""
     if t == "str":
         return text
+    loaded = _load_yaml(key, text) if text.strip() else ""
     if t == "float" and isinstance(loaded, int) and not isinstance(loaded, bool):
         return float(loaded)
     if t == "float" and isinstance(loaded, str):
@@ -373,7 +692,11 @@ def parse_value(key: str, text: str) -> Scalar:
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Scalar]:
-    """``["distill.lambda_gsdm=0.5", ...]`` → ``{"distill.lambda_gsdm": 0.5}``."""
+    """``["distill.lambda_gsdm=0.5", ...]`` → ``{"distill.lambda_gsdm": 0.5}``.
+
+    A nested section may be set whole, as in YAML: ``search.resources={cpu: 2, gpu: 1}``
+    gives ``search.resources.cpu`` and ``search.resources.gpu``.
+    """
     out: dict[str, Scalar] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -381,16 +704,36 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Scalar]:
         if not sep:
             raise ConfigError(key, None, "expected key=value after --set", "--set")
         try:
-            out[key] = parse_value(key, text.strip())
+            group = _nested_sections().get(key)
+            if group is not None:
+                out.update(_flatten_section(group, key, _load_yaml(key, text), "--set"))
+            else:
+                out[key] = parse_value(key, text.strip())
         except ConfigError as err:
-            raise ConfigError(key, text, err.problem, "--set") from None
+            raise ConfigError(err.key, text, err.problem, "--set") from None
     return out
+
+
+@functools.cache
+def _nested_sections() -> dict[str, type[Section]]:
+    """Every nested section of an experiment file by its prefix (``search.resources``)."""
+    found: dict[str, type[Section]] = {}
+    todo = list(FILE_SECTIONS.values())
+    while todo:
+        for f in dataclasses.fields(todo.pop()):  # type: ignore[arg-type]
+            sub = _nested(f)
+            if sub is not None:
+                found[sub.section] = sub
+                todo.append(sub)
+    return found
 
 
 def flatten_nested(tree: Mapping[str, Any], file: str | None = None) -> dict[str, Any]:
     """``{"distill": {"lambda_gsdm": 1}}`` → ``{"distill.lambda_gsdm": 1}``.
 
-    Dotted keys at the top level are accepted too (``distill.lambda_gsdm: 1``).
+    Dotted keys at the top level are accepted too (``distill.lambda_gsdm: 1``). A nested
+    section's mapping is flattened too (``search: {resources: {gpu: 1}}`` →
+    ``search.resources.gpu``); any other mapping or list stays one value.
     """
     flat: dict[str, Any] = {}
     for section, body in tree.items():
@@ -399,14 +742,26 @@ def flatten_nested(tree: Mapping[str, Any], file: str | None = None) -> dict[str
         if "." in section:
             flat[section] = body
             continue
-        if section not in SECTIONS:
-            raise _unknown_key(section + ".?", body, file)
-        if body is None:
-            continue
-        if not isinstance(body, Mapping):
-            raise ConfigError(section, body, "a section must be a mapping of keys", file)
-        for name, value in body.items():
-            flat[f"{section}.{name}"] = value
+        if section not in FILE_SECTIONS:
+            raise _unknown_key(section + ".?", body, file, FILE_SECTIONS)
+        if body is not None:
+            flat.update(_flatten_section(FILE_SECTIONS[section], section, body, file))
+    return flat
+
+
+def _flatten_section(
+    cls: type[Section], prefix: str, body: Any, file: str | None
+) -> dict[str, Any]:
+    if not isinstance(body, Mapping):
+        raise ConfigError(prefix, body, "a section must be a mapping of keys", file)
+    nested = {f.name: sub for f in dataclasses.fields(cls) if (sub := _nested(f))}
+    flat: dict[str, Any] = {}
+    for name, value in body.items():
+        key = f"{prefix}.{name}"
+        if name in nested and value is not None:
+            flat.update(_flatten_section(nested[name], key, value, file))
+        else:
+            flat[key] = value
     return flat
 
 
@@ -428,21 +783,52 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
+def _is_search_key(key: str) -> bool:
+    return key.partition(".")[0] == SearchConfig.section
+
+
 def load_config(
-    path: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    extra_sections: tuple[str, ...] = ("search",),
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Defaults < YAML file < overrides. Sections in ``extra_sections`` are ignored here."""
-    flat: dict[str, Any] = {}
+    """The training configuration of an experiment file: defaults < YAML file < overrides.
+
+    The file's ``search:`` section is not read (a training run ignores it); a search key among
+    ``overrides`` is an error that says so.
+    """
     file = str(path) if path is not None else None
-    if path is not None:
-        tree = {k: v for k, v in read_yaml(path).items() if k not in extra_sections}
-        flat = flatten_nested(tree, file)
+    tree = read_yaml(path) if path is not None else {}
+    training = {k: v for k, v in tree.items() if k != SearchConfig.section}
+    flat = {k: v for k, v in flatten_nested(training, file).items() if not _is_search_key(k)}
     config = from_flat(flat, file=file)
     if overrides:
         config = config.replace(overrides, file="--set")
     return config
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[ExperimentConfig, SearchConfig | None]:
+    """An experiment file's training configuration and its ``search:`` section, each
+    defaults < YAML file < overrides (``search.*`` keys go to the section).
+
+    The section is None when neither the file nor an override names a search key.
+    """
+    file = str(path) if path is not None else None
+    tree = read_yaml(path) if path is not None else {}
+    flat = flatten_nested(tree, file)
+    overrides = dict(overrides or {})
+    training = {k: v for k, v in overrides.items() if not _is_search_key(k)}
+    config = from_flat({k: v for k, v in flat.items() if not _is_search_key(k)}, file=file)
+    if training:
+        config = config.replace(training, file="--set")
+    search_flat = {k: v for k, v in flat.items() if _is_search_key(k)}
+    search_set = {k: v for k, v in overrides.items() if _is_search_key(k)}
+    if not search_flat and not search_set and SearchConfig.section not in tree:
+        return config, None
+    search = section_from_flat(SearchConfig, search_flat, file)
+    if search_set:
+        search = search.replace(search_set, file="--set")
+    return config, search
 
 
 def dump_yaml(config: ExperimentConfig) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sakdn.errors import ConfigError
+from sakdn.names import Tag
 
 HOST = "127.0.0.1"
-STUDY_TAG = "sakdn.study"
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ def study_of(search: str, tracking_uri: str) -> StudyLocation:
     parent = tr.find_parent(mlflow, search)
     if parent is None:
         raise ConfigError("search", search, f"no search of this name in {tracking_uri}")
-    storage, sep, study = parent.data.tags.get(STUDY_TAG, "").rpartition("#")
+    storage, sep, study = parent.data.tags.get(Tag.STUDY, "").rpartition("#")
     if not sep or not storage:
-        raise ConfigError("search", search, f"its parent run has no {STUDY_TAG} tag")
+        raise ConfigError("search", search, f"its parent run has no {Tag.STUDY} tag")
     return StudyLocation(storage, study)
 
 

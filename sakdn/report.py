@@ -39,15 +39,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sakdn import tracking as tr
+from sakdn.config import DEFAULT_METRIC
 from sakdn.errors import ConfigError
+from sakdn.names import SearchMetric, State, Tag
+from sakdn.outcome import from_study
 from sakdn.tracking_auth import is_server
 
 logger = logging.getLogger(__name__)
 
 TEACHER_STEP_METRIC, STUDENT_STEP_METRIC = "teacher/loss", "student/loss"  # one point / epoch
-STATE_ORDER = {tr.COMPLETE: 0, tr.PRUNED: 1, tr.STOPPED: 2, tr.FAILED: 3, tr.RUNNING: 4}
-STUDY_STATE = {"COMPLETE": tr.COMPLETE, "PRUNED": tr.PRUNED, "FAIL": tr.FAILED,
-               "RUNNING": tr.RUNNING, "WAITING": tr.RUNNING}
+STATE_ORDER = {State.COMPLETE: 0, State.PRUNED: 1, State.STOPPED: 2, State.FAILED: 3,
+               State.RUNNING: 4}
 DPI = 80
 
 
@@ -102,7 +104,8 @@ class SearchRecord:
 
     @property
     def best(self) -> TrialRow | None:
-        complete = [r for r in self.rows if r.state == tr.COMPLETE and r.values[0] is not None]
+        complete = [r for r in self.rows
+                    if r.state == State.COMPLETE and r.values[0] is not None]
         if not complete:
             return None
         sign = -1.0 if self.modes[0] == "max" else 1.0
@@ -127,9 +130,7 @@ def write_report(
     ``out`` defaults to ``<search dir>/report`` (the parent's ``sakdn.search_dir``), else
     ``reports/<name>``. With ``log_to_run`` the files are also logged to the parent run.
     """
-    from sakdn.search.experiment import default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or tr.default_tracking_uri()
     record = collect(search, uri)
     out = Path(out) if out else _default_out(record)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ def report_search(result: Any) -> Path | None:
 
 
 def _default_out(record: SearchRecord) -> Path:
-    search_dir = record.parent.data.tags.get("sakdn.search_dir")
+    search_dir = record.parent.data.tags.get(Tag.SEARCH_DIR)
     if search_dir and Path(search_dir).is_dir():
         return Path(search_dir) / "report"
     return Path("reports") / record.name
@@ -184,13 +185,13 @@ def collect(search: str, tracking_uri: str) -> SearchRecord:
         raise ConfigError("search", search,
                           f"no search of this name or parent run id in {tracking_uri}")
     tags = parent.data.tags
-    metrics = tags.get(tr.METRIC, "student/best_val_acc").split(",")
-    modes = tags.get(tr.MODE, "max").split(",")
-    study, study_error = _load_study(tags.get("sakdn.study", ""))
+    metrics = tags.get(Tag.METRIC, DEFAULT_METRIC).split(",")
+    modes = tags.get(Tag.MODE, "max").split(",")
+    study, study_error = _load_study(tags.get(Tag.STUDY, ""))
     trials = {t.number: t for t in study.get_trials(deepcopy=False)} if study else {}
     pareto = {t.number for t in study.best_trials} if study and len(metrics) > 1 else set()
     param_names = sorted({k for t in trials.values() for k in t.params})
-    hits = _store_hits(tags.get("sakdn.search_dir"))
+    hits = _store_hits(tags.get(Tag.SEARCH_DIR))
     rows = []
     for run in tr.children(mlflow, parent):
         rows.append(_row(mlflow, run, metrics, modes, trials, param_names, hits))
@@ -201,7 +202,7 @@ def collect(search: str, tracking_uri: str) -> SearchRecord:
         for row in rows:
             row.params = {k: row.params.get(k) for k in param_names}
     rows.sort(key=lambda r: _rank(r, modes[0]))
-    return SearchRecord(tags.get(tr.SEARCH, search), tracking_uri, parent, metrics, modes, rows,
+    return SearchRecord(tags.get(Tag.SEARCH, search), tracking_uri, parent, metrics, modes, rows,
                         study, study_error, param_names)
 
 
@@ -241,10 +242,11 @@ def _store_hits(search_dir: str | None) -> dict[int, str]:
 
 def _row(mlflow, run, metrics, modes, trials, param_names, hits) -> TrialRow:
     tags, info = run.data.tags, run.info
-    number = _int(tags.get(tr.OPTUNA_TRIAL))
-    hit = tags.get("sakdn.teacher_cache_hit") or hits.get(number, "")
+    number = _int(tags.get(Tag.OPTUNA_TRIAL))
+    hit = tags.get(Tag.TEACHER_CACHE_HIT) or hits.get(number, "")
     trial = trials.get(number) if number is not None else None
-    state = tags.get(tr.STATE) or (STUDY_STATE.get(trial.state.name) if trial else tr.RUNNING)
+    state = tags.get(Tag.STATE) or (
+        from_study(trial.state.name, search_ended=False) if trial else State.RUNNING)
     teacher = _history(mlflow, info.run_id, TEACHER_STEP_METRIC)
     student = _history(mlflow, info.run_id, STUDENT_STEP_METRIC)
     values: list[float | None] = []
@@ -266,7 +268,7 @@ def _row(mlflow, run, metrics, modes, trials, param_names, hits) -> TrialRow:
         seconds=max(0.0, (end - info.start_time) / 1000.0),
         seconds_per_student_epoch=_epoch_seconds(student),
         teacher_cache_hit=hit,
-        params=params, error=tags.get(tr.ERROR, "")[:300],
+        params=params, error=tags.get(Tag.ERROR, "")[:300],
     )
 
 
@@ -306,8 +308,8 @@ def _rank(row: TrialRow, mode: str) -> tuple:
 
 def savings(rows: Sequence[TrialRow]) -> Savings:
     """Student epochs (and estimated seconds) that pruning saved against full runs."""
-    pruned = [r for r in rows if r.state == tr.PRUNED]
-    finished = [r for r in rows if r.state in (tr.COMPLETE, tr.PRUNED)]
+    pruned = [r for r in rows if r.state == State.PRUNED]
+    finished = [r for r in rows if r.state in (State.COMPLETE, State.PRUNED)]
     run = sum(r.student_epochs for r in pruned)
     not_run = sum(max(0, r.planned_epochs - r.student_epochs) for r in pruned)
     measured = [r.seconds_per_student_epoch for r in rows if r.seconds_per_student_epoch]
@@ -484,7 +486,7 @@ def best_trial_figures(record: SearchRecord, out_dir: Path) -> list[Path]:
             return found
     except Exception as err:  # not logged (older trial, figures failed): try the work dir
         logger.info("no figures logged for run %s: %s", best.run_id, err)
-    search_dir = record.parent.data.tags.get("sakdn.search_dir")
+    search_dir = record.parent.data.tags.get(Tag.SEARCH_DIR)
     if search_dir and best.number is not None:
         workdir = Path(search_dir) / "trials" / f"{best.number:05d}"
         if (workdir / "models").is_dir():
@@ -554,15 +556,16 @@ def render_report(
     facts = [
         ("search", record.name),
         ("objective", objective),
-        ("experiment file", tags.get("sakdn.experiment_file", "")),
-        ("search space", tags.get("sakdn.space_file", "")),
-        ("trials", ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in
-                             (tr.COMPLETE, tr.PRUNED, tr.FAILED, tr.STOPPED, tr.RUNNING)
-                             if counts.get(s, 0) or s in (tr.COMPLETE, tr.PRUNED, tr.FAILED))),
+        ("experiment file", tags.get(Tag.EXPERIMENT_FILE, "")),
+        ("search space", tags.get(Tag.SPACE_FILE, "")),
+        ("trials", ", ".join(
+            f"{counts.get(s, 0)} {s.lower()}"
+            for s in (State.COMPLETE, State.PRUNED, State.FAILED, State.STOPPED, State.RUNNING)
+            if counts.get(s, 0) or s in (State.COMPLETE, State.PRUNED, State.FAILED))),
         ("MLflow parent run", f"{record.parent.info.run_id} in {record.tracking_uri}"),
     ]
-    if "time/wall_s" in metrics:
-        facts.append(("wall time", f"{metrics['time/wall_s']:.0f} s"))
+    if SearchMetric.WALL_S in metrics:
+        facts.append(("wall time", f"{metrics[SearchMetric.WALL_S]:.0f} s"))
     if best is not None:
         values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(record.metrics, best.values))
         facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"))
@@ -618,8 +621,9 @@ def _savings_text(s: Savings) -> str:
 
 def _teacher_text(record: SearchRecord) -> str:
     m = record.parent.data.metrics
-    if "teacher_store/lookups" in m:
-        hits, lookups = int(m.get("teacher_store/hits", 0)), int(m["teacher_store/lookups"])
+    if SearchMetric.TEACHER_LOOKUPS in m:
+        hits = int(m.get(SearchMetric.TEACHER_HITS, 0))
+        lookups = int(m[SearchMetric.TEACHER_LOOKUPS])
     else:
         flags = [r.teacher_cache_hit for r in record.rows if r.teacher_cache_hit]
         hits, lookups = flags.count("true"), len(flags)

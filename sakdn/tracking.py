@@ -8,9 +8,10 @@ Layout (tags are the lookup keys, so every step is idempotent under resume and r
 - child run: tags ``mlflow.parentRunId``, ``sakdn.role=trial``, ``sakdn.search``,
   ``sakdn.optuna_trial`` (the lookup key: stable when a resumed search hands an interrupted
   Optuna trial to a new Tune trial), ``sakdn.tune_trial_id``, ``sakdn.state``
-  (RUNNING → COMPLETE / PRUNED / FAILED), ``sakdn.error``; params = the trial's full flat
-  config; metrics per epoch with ``step``; artifacts ``models/student.pt`` and
-  ``models/teachers.pt`` for completed trials, loadable with::
+  (RUNNING → COMPLETE / PRUNED / FAILED / STOPPED, as ``sakdn.outcome`` decides),
+  ``sakdn.error``; params = the trial's full flat config; metrics per epoch with ``step``;
+  artifacts ``models/student.pt`` and ``models/teachers.pt`` for completed trials, loadable
+  with::
 
       from sakdn.train import load_student
       model, config, meta = load_student(mlflow.artifacts.download_artifacts(
@@ -20,6 +21,8 @@ Trials must keep training while the tracking server is down, so trial-side loggi
 through :class:`RunBuffer`: operations are queued in memory and in a spool file in the trial's
 work directory, sent when the store accepts them, and retried with exponential backoff
 otherwise — never raising into the training loop.
+
+Tag names are ``sakdn.names.Tag`` (shared with the code that reads them back).
 
 A tracking server's login comes from the environment (``sakdn.tracking_auth``): every client
 made here uses it. Nothing under ``sakdn.train`` imports this module (training runs without
@@ -44,29 +47,26 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
+from sakdn.config import DEFAULT_STORAGE
+from sakdn.names import Role, State, Tag
 from sakdn.tracking_auth import is_server, use_credentials
 
 logger = logging.getLogger(__name__)
 
-PARENT_TAG = "mlflow.parentRunId"
-ROLE = "sakdn.role"
-SEARCH = "sakdn.search"
-SEARCH_RUN = "sakdn.search_run_id"
-OPTUNA_TRIAL = "sakdn.optuna_trial"
-TUNE_TRIAL = "sakdn.tune_trial_id"
-STATE = "sakdn.state"
-ERROR = "sakdn.error"
-METRIC = "sakdn.metric"
-MODE = "sakdn.mode"
-
-COMPLETE, PRUNED, FAILED, RUNNING = "COMPLETE", "PRUNED", "FAILED", "RUNNING"
-STOPPED = "STOPPED"  # unfinished when the search ended (time budget, interruption)
 # The MLflow run status that goes with each final trial state.
-RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED", STOPPED: "KILLED"}
+RUN_STATUS = {State.COMPLETE: "FINISHED", State.PRUNED: "KILLED", State.FAILED: "FAILED",
+              State.STOPPED: "KILLED"}
 
 MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000  # MLflow's log_batch limits
 MAX_TAG_VALUE = 5000
 VERSIONED = ("sakdn-search", "torch", "torchvision", "numpy", "ray", "optuna", "mlflow", "pyts")
+
+
+def default_tracking_uri(storage_path: str | Path = DEFAULT_STORAGE) -> str:
+    """The tracking URI a search uses when nothing names one: ``MLFLOW_TRACKING_URI``, else
+    the SQLite store in the search's storage path (``search.storage_path``)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return env or f"sqlite:///{Path(storage_path).resolve() / 'mlflow.db'}"
 
 
 def configure_http() -> None:
@@ -142,10 +142,12 @@ def all_experiment_ids(mlflow: MlflowClient) -> list[str]:
     return [e.experiment_id for e in mlflow.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
 
 
-def find_parent(mlflow: MlflowClient, search: str, experiment_ids: list[str] | None = None) -> Run | None:
+def find_parent(
+    mlflow: MlflowClient, search: str, experiment_ids: list[str] | None = None
+) -> Run | None:
     """The parent run of a search given by name or by parent run id (newest if several)."""
     ids = experiment_ids or all_experiment_ids(mlflow)
-    runs = search_runs(mlflow, ids, {ROLE: "parent", SEARCH: search})
+    runs = search_runs(mlflow, ids, {Tag.ROLE: Role.PARENT, Tag.SEARCH: search})
     if runs:
         if len(runs) > 1:
             logger.warning("%d parent runs are named %r; using the newest", len(runs), search)
@@ -154,13 +156,14 @@ def find_parent(mlflow: MlflowClient, search: str, experiment_ids: list[str] | N
         run = mlflow.get_run(search)
     except MlflowException:
         return None
-    return run if run.data.tags.get(ROLE) == "parent" else None
+    return run if run.data.tags.get(Tag.ROLE) == Role.PARENT else None
 
 
 def children(mlflow: MlflowClient, parent: Run) -> list[Run]:
     """The trial runs of a search, oldest first."""
     return search_runs(
-        mlflow, [parent.info.experiment_id], {PARENT_TAG: parent.info.run_id, ROLE: "trial"},
+        mlflow, [parent.info.experiment_id],
+        {Tag.PARENT_RUN: parent.info.run_id, Tag.ROLE: Role.TRIAL},
         order_by=["attributes.start_time ASC"],
     )
 
@@ -170,11 +173,11 @@ def find_child(
     tune_trial_id: str,
 ) -> Run | None:
     """A trial's child run: by Optuna trial number when known, else by Tune trial id."""
-    tags = {PARENT_TAG: parent_id, ROLE: "trial"}
+    tags = {Tag.PARENT_RUN: parent_id, Tag.ROLE: Role.TRIAL}
     if optuna_trial is not None:
-        tags[OPTUNA_TRIAL] = str(optuna_trial)
+        tags[Tag.OPTUNA_TRIAL] = str(optuna_trial)
     else:
-        tags[TUNE_TRIAL] = tune_trial_id
+        tags[Tag.TUNE_TRIAL] = tune_trial_id
     runs = search_runs(mlflow, [experiment_id], tags, order_by=["attributes.start_time ASC"])
     return runs[0] if runs else None
 
@@ -187,7 +190,7 @@ def open_parent(
 
     Returns (run id, whether it already existed).
     """
-    runs = search_runs(mlflow, [experiment_id], {ROLE: "parent", SEARCH: search})
+    runs = search_runs(mlflow, [experiment_id], {Tag.ROLE: Role.PARENT, Tag.SEARCH: search})
     if runs:
         run_id = runs[0].info.run_id
         mlflow.update_run(run_id, status="RUNNING")
@@ -195,7 +198,7 @@ def open_parent(
         return run_id, True
     run = mlflow.create_run(
         experiment_id, run_name=run_name or search,
-        tags={ROLE: "parent", SEARCH: search, STATE: RUNNING, **tags},
+        tags={Tag.ROLE: Role.PARENT, Tag.SEARCH: search, Tag.STATE: State.RUNNING, **tags},
     )
     log_batch(mlflow, run.info.run_id, params=params)
     return run.info.run_id, False
@@ -234,16 +237,16 @@ def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
 
 def environment_tags(source_dir: str | Path | None = None) -> dict[str, str]:
     """Git commit (when the code is a checkout), package versions, host and Python."""
-    tags = {"sakdn.hostname": socket.gethostname(), "sakdn.python": _python_version()}
+    tags = {Tag.HOSTNAME: socket.gethostname(), Tag.PYTHON: _python_version()}
     for name in VERSIONED:
         try:
-            tags[f"sakdn.version.{name}"] = metadata.version(name)
+            tags[Tag.VERSION_PREFIX + name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     commit = git_commit(source_dir or Path(__file__).resolve().parent.parent)
     if commit:
-        tags["mlflow.source.git.commit"] = commit
-        tags["sakdn.git_commit"] = commit
+        tags[Tag.MLFLOW_GIT_COMMIT] = commit
+        tags[Tag.GIT_COMMIT] = commit
     return tags
 
 
@@ -270,19 +273,6 @@ def _python_version() -> str:
     import platform
 
     return platform.python_version()
-
-
-def node_tags() -> dict[str, str]:
-    """Where a trial runs: the Ray node address (when inside Ray) and the host name."""
-    tags = {"sakdn.hostname": socket.gethostname()}
-    try:
-        import ray
-
-        if ray.is_initialized():
-            tags["sakdn.node_ip"] = ray.util.get_node_ip_address()
-    except Exception:  # not inside Ray, or Ray without a node address
-        pass
-    return tags
 
 
 # --- resilient logging ----------------------------------------------------------------------
@@ -422,7 +412,8 @@ class RunBuffer:
                 if not self._warned or self._backoff.failures % 10 == 0:
                     logger.warning(
                         "MLflow tracking unavailable (%s: %s); %d operation(s) kept, "
-                        "retrying in %.0f s", type(err).__name__, _short(err), len(self._ops), delay,
+                        "retrying in %.0f s", type(err).__name__, _short(err), len(self._ops),
+                        delay,
                     )
                     self._warned = True
                 self._save()
@@ -550,27 +541,27 @@ def trial_resolver(
 
     def resolve(mlflow: MlflowClient) -> str:
         base = {
-            ROLE: "trial", SEARCH: tracking.search, SEARCH_RUN: tracking.parent_run_id,
-            STATE: RUNNING, **(tags or {}),
+            Tag.ROLE: Role.TRIAL, Tag.SEARCH: tracking.search,
+            Tag.SEARCH_RUN: tracking.parent_run_id, Tag.STATE: State.RUNNING, **(tags or {}),
         }
         if tune_trial_id:  # unknown when the driver sends a dead trial's spool
-            base[TUNE_TRIAL] = tune_trial_id
+            base[Tag.TUNE_TRIAL] = tune_trial_id
         if optuna_trial is not None:
-            base[OPTUNA_TRIAL] = str(optuna_trial)
+            base[Tag.OPTUNA_TRIAL] = str(optuna_trial)
         run = find_child(
             mlflow, tracking.experiment_id, tracking.parent_run_id, optuna_trial, tune_trial_id
         )
         if run is not None:
             if run.info.status != "RUNNING":
                 mlflow.update_run(run.info.run_id, status="RUNNING")
-            if ERROR in run.data.tags:  # left by an interrupted attempt
-                mlflow.delete_tag(run.info.run_id, ERROR)
+            if Tag.ERROR in run.data.tags:  # left by an interrupted attempt
+                mlflow.delete_tag(run.info.run_id, Tag.ERROR)
             log_batch(mlflow, run.info.run_id, tags=base)
             return run.info.run_id
         name = f"trial-{optuna_trial:04d}" if optuna_trial is not None else tune_trial_id
         created = mlflow.create_run(
             tracking.experiment_id, run_name=name,
-            tags={PARENT_TAG: tracking.parent_run_id, **base},
+            tags={Tag.PARENT_RUN: tracking.parent_run_id, **base},
         )
         return created.info.run_id
 
@@ -579,8 +570,8 @@ def trial_resolver(
 
 def finish_run(mlflow: MlflowClient, run_id: str, state: str, error: str | None = None) -> None:
     """Set a trial's final state tag (and error) and end its run with the matching status."""
-    tags = {STATE: state}
+    tags = {Tag.STATE: state}
     if error:
-        tags[ERROR] = error
+        tags[Tag.ERROR] = error
     log_batch(mlflow, run_id, tags=tags)
     mlflow.set_terminated(run_id, status=RUN_STATUS.get(state, "KILLED"))

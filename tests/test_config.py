@@ -1,21 +1,28 @@
-"""Configuration: round trips, YAML, overrides and every kind of ConfigError."""
+"""Configuration: round trips, YAML, overrides and every kind of ConfigError; the search section
+on the same machinery, and ``sakdn config``."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sakdn.config import (
+    TEACHER_STAGES,
     ExperimentConfig,
+    SearchConfig,
     all_keys,
     dump_yaml,
     from_flat,
     key_type,
     load_config,
+    load_experiment,
     parse_overrides,
     parse_subset,
-    TEACHER_STAGES,
+    parse_value,
+    section_from_flat,
 )
 from sakdn.errors import ConfigError
 
@@ -168,3 +175,154 @@ def test_parse_subset() -> None:
     assert parse_subset("all", TEACHER_STAGES) == TEACHER_STAGES
     assert parse_subset("none", TEACHER_STAGES) == ()
     assert parse_subset("fc2, conv3", TEACHER_STAGES) == ("conv3", "fc2")
+
+
+# --- the search: section ---------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH_FILE = REPO / "experiments" / "synthetic_search.yaml"
+TRAINING_FILE = REPO / "experiments" / "synthetic.yaml"
+
+
+def test_search_keys_are_flat_scalars_and_round_trip() -> None:
+    flat = SearchConfig().to_flat()
+    assert all(k.startswith("search.") for k in flat)
+    assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
+    assert {"search.resources.cpu", "search.resources.gpu"} <= set(flat)
+    assert section_from_flat(SearchConfig, flat) == SearchConfig()
+    assert key_type("search.num_samples") == "int"
+    assert key_type("search.resources.gpu") == "float"
+    assert key_type("search.pruner_options") == "str"
+
+
+def test_lists_and_mappings_have_one_flat_form(tmp_path) -> None:
+    """YAML's lists and mappings, --set text, ``sakdn config``'s lines and MLflow params (text)
+    all come back to the same section."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"search": {
+        "space": "space.yaml",
+        "metric": ["student/best_val_acc", "student/gflops"],
+        "mode": ["max", "min"],
+        "sampler": "nsga2",
+        "resources": {"cpu": 2, "gpu": 0.5},
+        "pruner_options": {"min_resource": 3, "reduction_factor": 3},
+        "points_to_evaluate": [{"student.lr": 0.001, "distill.lambda_st": 1.0}],
+    }}, sort_keys=False))
+    _, from_file = load_experiment(path)
+    flat = from_file.to_flat()
+    assert flat["search.metric"] == "student/best_val_acc,student/gflops"
+    assert flat["search.mode"] == "max,min"
+    assert (flat["search.resources.cpu"], flat["search.resources.gpu"]) == (2.0, 0.5)
+    assert flat["search.pruner_options"] == "{min_resource: 3, reduction_factor: 3}"
+    assert flat["search.points_to_evaluate"] == "[{student.lr: 0.001, distill.lambda_st: 1.0}]"
+    # the values as Optuna and Tune take them
+    assert from_file.metrics == ("student/best_val_acc", "student/gflops")
+    assert from_file.modes == ("max", "min")
+    assert from_file.pruner_kwargs == {"min_resource": 3, "reduction_factor": 3}
+    assert from_file.points == [{"student.lr": 0.001, "distill.lambda_st": 1.0}]
+    assert from_file.resources.as_tune() == {"cpu": 2.0, "gpu": 0.5}
+    # printed as `sakdn config` prints them, given back with --set
+    lines = [f"{k}={v}" for k, v in flat.items()]
+    assert load_experiment(None, parse_overrides(lines))[1] == from_file
+    # stored as MLflow stores params (text), parsed back by each key's type
+    params = {k: str(v) for k, v in flat.items()}
+    typed = {k: parse_value(k, v) for k, v in params.items()}
+    assert section_from_flat(SearchConfig, typed) == from_file
+    # --set accepts the YAML forms too
+    _, from_set = load_experiment(None, parse_overrides([
+        "search.metric=[student/best_val_acc, student/gflops]", "search.mode=max,min"]))
+    assert from_set.metric == flat["search.metric"] and from_set.mode == flat["search.mode"]
+
+
+def test_a_nested_section_is_set_by_its_keys_or_whole() -> None:
+    one = parse_overrides(["search.resources.gpu=0.5"])
+    whole = parse_overrides(["search.resources={cpu: 2, gpu: 0.5}"])
+    assert one == {"search.resources.gpu": 0.5}
+    assert whole == {"search.resources.cpu": 2, "search.resources.gpu": 0.5}
+    assert load_experiment(None, whole)[1].resources.as_tune() == {"cpu": 2.0, "gpu": 0.5}
+    with pytest.raises(ConfigError, match="--set: search.resources = '3': .*mapping"):
+        parse_overrides(["search.resources=3"])
+
+
+def test_one_mode_applies_to_every_metric() -> None:
+    search = SearchConfig().replace({"search.metric": "a,b"})
+    assert search.mode == "max" and search.modes == ("max", "max")
+    assert search.objective() == (["a", "b"], ["max", "max"])
+
+
+def test_empty_option_values_are_the_empty_mapping() -> None:
+    for value in ("", "{}", None, {}):
+        assert SearchConfig().replace({"search.pruner_options": value}).pruner_kwargs == {}
+
+
+def test_a_training_file_has_no_search_section_unless_a_search_key_is_set() -> None:
+    config, search = load_experiment(TRAINING_FILE)
+    assert search is None and config == load_config(TRAINING_FILE)
+    _, search = load_experiment(TRAINING_FILE, {"search.num_samples": 4})
+    assert search == SearchConfig(num_samples=4)
+
+
+def test_training_reads_no_search_key() -> None:
+    config = load_config(SEARCH_FILE)  # the file's search: section is not read
+    assert config == load_experiment(SEARCH_FILE)[0]
+    with pytest.raises(ConfigError, match="--set.*search.num_samples.*a search key"):
+        load_config(SEARCH_FILE, {"search.num_samples": 4})
+
+
+def test_search_errors_name_the_file_or_the_command_line(tmp_path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("search:\n  num_samples: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert (info.value.key, info.value.file) == ("search.num_samples", str(path))
+    path.write_text("search:\n  num_samples: 3\n  resources: {cpu: 1, tpu: 1}\n")
+    with pytest.raises(ConfigError, match="unknown key; search has") as info:
+        load_experiment(path)
+    assert (info.value.key, info.value.file) == ("search.resources.tpu", str(path))
+    path.write_text("search:\n  num_samples: 3\n")
+    for item, key in (("search.num_samples=0", "search.num_samples"),
+                      ("search.resources.cpu=-1", "search.resources.cpu"),
+                      ("search.metric=[a, a]", "search.metric")):
+        with pytest.raises(ConfigError) as info:
+            load_experiment(path, parse_overrides([item]))
+        assert (info.value.key, info.value.file) == (key, "--set")
+        assert str(path) not in str(info.value)
+
+
+def _config_command(capsys, *args: str) -> tuple[int, dict[str, str], str]:
+    from sakdn.cli import main
+
+    code = main(["config", *args])
+    out, err = capsys.readouterr()
+    lines = dict(line.split("=", 1) for line in out.splitlines())
+    return code, lines, err
+
+
+def test_sakdn_config_prints_the_search_keys(capsys) -> None:
+    code, lines, _ = _config_command(capsys, "--config", str(SEARCH_FILE))
+    assert code == 0
+    search = [k for k in lines if k.startswith("search.")]
+    assert search == list(SearchConfig().to_flat())  # every key, in declaration order
+    assert set(lines) == set(all_keys()) | set(search)
+    assert lines["search.num_samples"] == "14"
+    assert lines["search.pruner_options"] == "{min_resource: 3, reduction_factor: 3}"
+    assert lines["search.resources.cpu"] == "1.0"
+    code, lines, _ = _config_command(capsys, "--config", str(SEARCH_FILE),
+                                     "--set", "search.num_samples=4", "--set", "student.lr=0.01")
+    assert code == 0 and lines["search.num_samples"] == "4" and lines["student.lr"] == "0.01"
+
+
+def test_sakdn_config_of_a_training_file_prints_no_search_keys(capsys) -> None:
+    code, lines, _ = _config_command(capsys, "--config", str(TRAINING_FILE))
+    assert code == 0 and set(lines) == set(all_keys())
+    code, lines, _ = _config_command(capsys, "--config", str(TRAINING_FILE),
+                                     "--set", "search.num_samples=4")
+    assert lines["search.num_samples"] == "4" and lines["search.pruner"] == "median"
+
+
+def test_sakdn_config_names_the_command_line_for_a_bad_search_value(capsys) -> None:
+    code, _, err = _config_command(capsys, "--config", str(SEARCH_FILE),
+                                   "--set", "search.num_samples=abc")
+    assert code == 2
+    assert err.startswith("sakdn: error: --set: search.num_samples = 'abc'")
+    assert str(SEARCH_FILE) not in err

@@ -76,6 +76,7 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
 
     from sakdn import tracking as tr
     from sakdn.figures import learning_curves_figure
+    from sakdn.names import State, Tag
 
     uri, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
     modes = ("max", "min")[: len(metrics)]
@@ -83,13 +84,13 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
     exp = tr.ensure_experiment(client, "report-test", str(tmp / "artifacts"))
     study = optuna.create_study(study_name=name, storage=storage,
                                 directions=["maximize", "minimize"][: len(metrics)])
-    tags = {tr.METRIC: ",".join(metrics), tr.MODE: ",".join(modes),
-            "sakdn.study": f"{storage}#{name}", "sakdn.space_file": "space.yaml"}
+    tags = {Tag.METRIC: ",".join(metrics), Tag.MODE: ",".join(modes),
+            Tag.STUDY: f"{storage}#{name}", Tag.SPACE_FILE: "space.yaml"}
     parent, _ = tr.open_parent(client, exp, name, {"student.epochs": 3}, tags)
     tracking = tr.SearchTracking(uri, exp, parent, name)
     dists = {"student.lr": FloatDistribution(1e-4, 1e-2, log=True),
              "distill.lambda_st": CategoricalDistribution([0.0, 1.0])}
-    states = {"COMPLETE": tr.COMPLETE, "PRUNED": tr.PRUNED, "FAIL": tr.FAILED}
+    states = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED, "FAIL": State.FAILED}
     for number, state, values, run, planned, hit in PLAN:
         params = {"student.lr": 1e-3 * (number + 1), "distill.lambda_st": float(number % 2)}
         curve = CURVES.get(number) or ([values[0]] * run if values else [])
@@ -99,7 +100,7 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
             intermediate_values={e + 1: v for e, v in enumerate(curve)}))
         run_id = tr.trial_resolver(tracking, f"tune-{number}", number)(client)
         tr.log_batch(client, run_id, params={**params, "student.epochs": planned},
-                     tags={"sakdn.teacher_cache_hit": hit} if hit else {})
+                     tags={Tag.TEACHER_CACHE_HIT: hit} if hit else {})
         points = [Metric("teacher/loss", 1.0, T0, s) for s in (1, 2)]
         for e in range(run):  # one student epoch every 10 s
             t = T0 + 10_000 * (e + 1)

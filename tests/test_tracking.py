@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from sakdn import tracking as tr
+from sakdn.names import State, Tag
 
 
 class FakeClient:
@@ -232,21 +233,21 @@ def test_a_trial_finds_its_child_run_by_optuna_number(store) -> None:
     parent, _ = tr.open_parent(client, exp, "s-child", {}, {})
     tracking = tr.SearchTracking(uri, exp, parent, "s-child")
     run_a = tr.trial_resolver(tracking, "tune-a", 3)(client)
-    tr.finish_run(client, run_a, tr.PRUNED, "interrupted")
+    tr.finish_run(client, run_a, State.PRUNED, "interrupted")
     # the same Optuna trial handed to a new Tune trial after a resume: same run, reopened
     run_b = tr.trial_resolver(tracking, "tune-b", 3)(client)
     assert run_b == run_a
     run = client.get_run(run_a)
     assert run.info.status == "RUNNING"
-    assert run.data.tags[tr.TUNE_TRIAL] == "tune-b" and run.data.tags[tr.STATE] == tr.RUNNING
-    assert run.data.tags[tr.PARENT_TAG] == parent
+    assert run.data.tags[Tag.TUNE_TRIAL] == "tune-b" and run.data.tags[Tag.STATE] == State.RUNNING
+    assert run.data.tags[Tag.PARENT_RUN] == parent
     other = tr.trial_resolver(tracking, "tune-c", 4)(client)
     assert other != run_a
     assert [r.info.run_id for r in tr.children(client, client.get_run(parent))] == [run_a, other]
-    tr.finish_run(client, other, tr.FAILED, "boom")
+    tr.finish_run(client, other, State.FAILED, "boom")
     run = client.get_run(other)
     assert run.info.status == "FAILED"
-    assert run.data.tags[tr.STATE] == tr.FAILED and run.data.tags[tr.ERROR] == "boom"
+    assert run.data.tags[Tag.STATE] == State.FAILED and run.data.tags[Tag.ERROR] == "boom"
 
 
 def test_local_stores_keep_artifacts_under_the_storage_path(tmp_path: Path) -> None:
@@ -336,3 +337,15 @@ def test_logging_survives_a_tracking_server_restart(tmp_path: Path, monkeypatch)
         assert client.get_run(run_id).data.params == {"student.lr": "0.01"}
     finally:
         _stop_server(server)
+
+
+def test_the_default_tracking_uri_is_the_environment_else_the_search_storage(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tr.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # search.storage_path's default, relative to the working dir
+    store = tmp_path.resolve() / "runs" / "search" / "mlflow.db"
+    assert tr.default_tracking_uri() == f"sqlite:///{store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tr.default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"

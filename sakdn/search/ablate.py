@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from sakdn import ablation
-from sakdn.config import load_config, parse_overrides, read_yaml
+from sakdn.config import SearchConfig, load_config, parse_overrides, read_yaml
 from sakdn.errors import ConfigError
+from sakdn.names import State, Tag
 
 INPUTS = "ablation-inputs"  # beside the search's directory: the generated experiment and space
 # search keys the ablation sets itself: the grid, and a search that neither samples nor prunes
@@ -48,8 +49,8 @@ def ablation_files(
     points = ablation.grid(config, names, range(seeds))
     tree = read_yaml(experiment)
     section = dict(tree.get("search") or {})
-    name = str(section.get("name", Path(experiment).stem)) + "_ablation"
-    storage = Path(str(section.get("storage_path", "runs/search")))
+    name = str(section.get("name") or Path(experiment).stem) + "_ablation"
+    storage = Path(str(section.get("storage_path", SearchConfig().storage_path)))
     for item in search_items:  # storage and name may come from --set: the inputs follow them
         key, _, value = item.partition("=")
         if key.strip() == "search.storage_path":
@@ -121,7 +122,7 @@ def _finished_runs(tracking_uri: str, search: str) -> list[dict[str, Any]]:
         return []
     return [{"params": run.data.params, "metrics": run.data.metrics}
             for run in tr.children(mlflow, parent)
-            if run.data.tags.get(tr.STATE) == tr.COMPLETE]
+            if run.data.tags.get(Tag.STATE) == State.COMPLETE]
 
 
 def _write(table: ablation.Table, out: Path) -> None:

@@ -2,38 +2,32 @@
 
 The trainable logs params, metrics and models; only the driver knows how a trial *ended*
 (Tune stops a pruned trial's process without warning). A Tune callback therefore sets each
-child run's final state when Tune reports the trial complete or errored:
-
-- ``COMPLETE`` (run FINISHED): the trial trained all its epochs;
-- ``PRUNED`` (run KILLED): stopped early — by the Optuna pruner, a NaN objective (diverged,
-  with the reason in ``sakdn.error``), ASHA, or the time budget;
-- ``FAILED`` (run FAILED): the trial raised (after Tune's retries), could not build its
-  configuration, or diverged under a scheduler that does not prune on NaN.
+child run's final state when Tune reports the trial complete or errored, by the one rule of
+``sakdn.outcome`` (the searcher tells the Optuna study by the same rule, so both agree):
+``COMPLETE`` (run FINISHED), ``PRUNED`` (run KILLED: stopped early by the pruner or ASHA, or
+diverged, with the reason in ``sakdn.error``), ``FAILED`` (run FAILED, with the error).
 
 States go through a retry queue, so a tracking outage delays them (``on_step_end`` retries
 with backoff) without stopping the search. :func:`close_children` runs when the search ends:
 it sends what trials left in their spools and closes every child run still RUNNING from the
-study's record, so no run stays RUNNING.
+study's record, so no run stays RUNNING (``STOPPED`` for trials the study never ended).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ray.tune import Callback
 
 from sakdn import tracking as tr
-from sakdn.search.trainable import (
-    COMPLETED,
-    DIVERGED,
-    FAILED,
-    SPOOL,
-    read_ticket,
-)
+from sakdn.names import State, Tag
+from sakdn.outcome import from_study, trial_outcome
+from sakdn.search.trainable import SPOOL, read_ticket
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +44,11 @@ class TrialEnd:
 
 def trial_end(
     tune_trial_id: str, optuna_trial: int | None, last_result: dict[str, Any] | None,
-    errored: bool, error_text: str | None, study_state: str | None,
+    objectives: Sequence[str], errored: bool = False, error_text: str | None = None,
 ) -> TrialEnd:
-    """Decide a trial's final state from its last result, Tune's verdict and the study's."""
-    last = last_result or {}
-    if errored:
-        return TrialEnd(tune_trial_id, optuna_trial, tr.FAILED, error_text or "trial raised")
-    if last.get(FAILED):
-        return TrialEnd(tune_trial_id, optuna_trial, tr.FAILED, str(last[FAILED]))
-    if last.get(COMPLETED):
-        return TrialEnd(tune_trial_id, optuna_trial, tr.COMPLETE)
-    reason = last.get(DIVERGED)
-    if study_state == "PRUNED":
-        return TrialEnd(tune_trial_id, optuna_trial, tr.PRUNED, reason)
-    if reason:
-        return TrialEnd(tune_trial_id, optuna_trial, tr.FAILED, str(reason))
-    return TrialEnd(tune_trial_id, optuna_trial, tr.PRUNED, None)
+    """A trial's final state from Tune's verdict and its last result (``sakdn.outcome``)."""
+    outcome = trial_outcome(last_result, objectives, raised=errored, error=error_text)
+    return TrialEnd(tune_trial_id, optuna_trial, outcome.state, outcome.reason)
 
 
 class TrackingCallback(Callback):
@@ -74,25 +57,23 @@ class TrackingCallback(Callback):
     Args:
         tracking: where the runs live.
         search_dir: the search's folder (tickets, trial work dirs).
-        study_storage, study_name: the Optuna study, read for pruned / failed verdicts.
+        objectives: the search's metrics (a completed trial without them failed).
     """
 
     def __init__(
-        self, tracking: tr.SearchTracking, search_dir: str, study_storage: str, study_name: str
+        self, tracking: tr.SearchTracking, search_dir: str, objectives: Sequence[str]
     ) -> None:
         self.tracking = tracking
         self.search_dir = search_dir
-        self.study_storage = study_storage
-        self.study_name = study_name
+        self.objectives = tuple(objectives)
         self._pending: dict[str, TrialEnd] = {}
         self._backoff = tr._Backoff()
         self._client = None
-        self._study = None
         self.ended: dict[str, TrialEnd] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = state["_study"] = None
+        state["_client"] = None
         return state
 
     # --- Tune hooks -----------------------------------------------------------------------
@@ -115,9 +96,7 @@ class TrackingCallback(Callback):
     def _record(self, trial: Any, errored: bool) -> None:
         number = read_ticket(self.search_dir, trial.trial_id)
         error = _error_text(trial) if errored else None
-        end = trial_end(
-            trial.trial_id, number, trial.last_result, errored, error, self._study_state(number)
-        )
+        end = trial_end(trial.trial_id, number, trial.last_result, self.objectives, errored, error)
         self.ended[trial.trial_id] = end
         self._pending[trial.trial_id] = end
         self.flush()
@@ -150,22 +129,6 @@ class TrackingCallback(Callback):
         if self._client is None:
             self._client = tr.client(self.tracking.tracking_uri)
         return self._client
-
-    def _study_state(self, number: int | None) -> str | None:
-        if number is None:
-            return None
-        try:
-            if self._study is None:
-                import optuna
-
-                self._study = optuna.load_study(
-                    study_name=self.study_name, storage=self.study_storage
-                )
-            frozen = self._study.get_trials(deepcopy=False)
-            return frozen[number].state.name if number < len(frozen) else None
-        except Exception as err:  # the study is advisory here; the result decides otherwise
-            logger.warning("cannot read the Optuna study (%s)", err)
-            return None
 
 
 def _error_text(trial: Any) -> str:
@@ -210,15 +173,10 @@ def flush_spools(
 
 
 def _spool_run(spool: Path) -> str | None:
-    import json
-
     try:
         return json.loads(spool.read_text()).get("run_id")
     except (OSError, ValueError):
         return None
-
-
-STUDY_TO_STATE = {"COMPLETE": tr.COMPLETE, "PRUNED": tr.PRUNED, "FAIL": tr.FAILED}
 
 
 def close_children(
@@ -238,12 +196,12 @@ def close_children(
     parent = mlflow.get_run(tracking.parent_run_id)
     counts: dict[str, int] = {}
     for run in tr.children(mlflow, parent):
-        state = run.data.tags.get(tr.STATE, tr.RUNNING)
-        if run.info.status == "RUNNING" or state == tr.RUNNING:
-            number = run.data.tags.get(tr.OPTUNA_TRIAL)
+        state = run.data.tags.get(Tag.STATE, State.RUNNING)
+        if run.info.status == "RUNNING" or state == State.RUNNING:
+            number = run.data.tags.get(Tag.OPTUNA_TRIAL)
             recorded = states.get(int(number)) if number is not None else None
-            state = STUDY_TO_STATE.get(recorded or "", tr.STOPPED)
+            state = from_study(recorded or "", search_ended=True)
             tr.finish_run(mlflow, run.info.run_id, state,
-                          None if state != tr.STOPPED else "unfinished when the search ended")
+                          None if state != State.STOPPED else "unfinished when the search ended")
         counts[state] = counts.get(state, 0) + 1
     return counts

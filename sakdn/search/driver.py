@@ -24,10 +24,12 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from sakdn.config import SCHEDULERS
 from sakdn.errors import ConfigError
+from sakdn.names import Result
 from sakdn.search.scheduler import OptunaPrunerScheduler
 from sakdn.search.searcher import TUNE_ID_ATTR, OptunaSpaceSearcher
-from sakdn.search.trainable import PRUNE_STEP, write_ticket
+from sakdn.search.trainable import write_ticket
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ def make_scheduler(
         if options:
             raise ConfigError("search.scheduler_options", options,
                               "the optuna scheduler takes none: set search.pruner_options")
-        return ResumingPrunerScheduler(searcher, metric=metric, step_key=PRUNE_STEP)
+        return ResumingPrunerScheduler(searcher, metric=metric, step_key=Result.PRUNE_STEP)
     if name == "asha":
         allowed = {"grace_period", "reduction_factor", "brackets", "max_t"}
         bad = sorted(set(options) - allowed)
@@ -145,10 +147,10 @@ def make_scheduler(
         kwargs = {"grace_period": 1, "reduction_factor": 2, "max_t": max_t, **options}
         try:
             return AsyncHyperBandScheduler(
-                time_attr=PRUNE_STEP, metric=metric, mode=mode, **kwargs
+                time_attr=Result.PRUNE_STEP, metric=metric, mode=mode, **kwargs
             )
         except (TypeError, ValueError, AssertionError) as err:
             raise ConfigError("search.scheduler_options", options, f"bad ASHA options: {err}")
     if name == "fifo":
         return FIFOScheduler()
-    raise ConfigError("search.scheduler", name, "must be one of optuna, asha, fifo")
+    raise ConfigError("search.scheduler", name, "must be one of " + ", ".join(SCHEDULERS))

@@ -20,9 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sakdn.config import ExperimentConfig, all_keys, from_flat, parse_overrides, parse_value
+from sakdn.config import (
+    DEFAULT_METRIC,
+    ExperimentConfig,
+    all_keys,
+    from_flat,
+    parse_overrides,
+    parse_value,
+)
 from sakdn.errors import ConfigError
-from sakdn.search.experiment import DEFAULT_METRIC, default_tracking_uri
+from sakdn.names import Role, State, Tag
 
 
 def _tracking():
@@ -39,26 +46,26 @@ def best_of(search: str, tracking_uri: str | None = None) -> dict[str, Any]:
     config}`` where ``config`` is the trial's typed flat config.
     """
     tr = _tracking()
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or tr.default_tracking_uri()
     mlflow = tr.client(uri)
     parent = tr.find_parent(mlflow, search)
     if parent is None:
         raise ConfigError("search", search, f"no search of this name or parent run id in {uri}")
-    metric = parent.data.tags.get(tr.METRIC, DEFAULT_METRIC).split(",")[0]
-    mode = parent.data.tags.get(tr.MODE, "max").split(",")[0]
+    metric = parent.data.tags.get(Tag.METRIC, DEFAULT_METRIC).split(",")[0]
+    mode = parent.data.tags.get(Tag.MODE, "max").split(",")[0]
     runs = tr.search_runs(
         mlflow, [parent.info.experiment_id],
-        {tr.PARENT_TAG: parent.info.run_id, tr.ROLE: "trial", tr.STATE: tr.COMPLETE},
+        {Tag.PARENT_RUN: parent.info.run_id, Tag.ROLE: Role.TRIAL, Tag.STATE: State.COMPLETE},
     )
     scored = [r for r in runs if metric in r.data.metrics]
     if not scored:
         raise ConfigError("search", search, f"no completed trial reported {metric} yet")
     sign = 1 if mode == "max" else -1
     # ties go to the lowest Optuna trial number, as in Optuna's own best_trial
-    best = max(scored, key=lambda r: (sign * r.data.metrics[metric], -_number(r, tr)))
-    number = best.data.tags.get(tr.OPTUNA_TRIAL)
+    best = max(scored, key=lambda r: (sign * r.data.metrics[metric], -_number(r)))
+    number = best.data.tags.get(Tag.OPTUNA_TRIAL)
     return {
-        "search": parent.data.tags.get(tr.SEARCH, search),
+        "search": parent.data.tags.get(Tag.SEARCH, search),
         "parent_run_id": parent.info.run_id,
         "experiment_id": parent.info.experiment_id,
         "run_id": best.info.run_id,
@@ -70,9 +77,9 @@ def best_of(search: str, tracking_uri: str | None = None) -> dict[str, Any]:
     }
 
 
-def _number(run, tr) -> int:
+def _number(run) -> int:
     try:
-        return int(run.data.tags.get(tr.OPTUNA_TRIAL, ""))
+        return int(run.data.tags.get(Tag.OPTUNA_TRIAL, ""))
     except ValueError:
         return 1 << 30
 
@@ -112,7 +119,7 @@ def train_from_best(
     from sakdn.train import load_student, train
 
     tr = _tracking()
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or tr.default_tracking_uri()
     best = best_of(search, uri)
     config = from_flat(best["config"], file="best configuration")
     if overrides:
@@ -125,8 +132,8 @@ def train_from_best(
     mlflow = tr.client(uri)
     run = mlflow.create_run(
         best["experiment_id"], run_name=f"{name}-final",
-        tags={tr.ROLE: "final", tr.SEARCH: name, tr.SEARCH_RUN: best["parent_run_id"],
-              "sakdn.source_run_id": best["run_id"], "sakdn.source_trial": str(best["trial"]),
+        tags={Tag.ROLE: Role.FINAL, Tag.SEARCH: name, Tag.SEARCH_RUN: best["parent_run_id"],
+              Tag.SOURCE_RUN: best["run_id"], Tag.SOURCE_TRIAL: str(best["trial"]),
               **tr.environment_tags()},
     )
     run_id = run.info.run_id
@@ -154,7 +161,7 @@ def train_from_best(
                 serialization_format="pickle",
             )
         version = str(info.registered_model_version)
-        mlflow.set_tag(run_id, "sakdn.registered_model", f"{model_name}/{version}")
+        mlflow.set_tag(run_id, Tag.REGISTERED_MODEL, f"{model_name}/{version}")
         status = "FINISHED"
     finally:
         mlflow.set_terminated(run_id, status=status)

@@ -1,10 +1,10 @@
 """Live progress of a running search: a status line in the terminal, metrics on the parent run.
 
 Tune's table says RUNNING / TERMINATED / ERROR; a search needs to know more: how many trials
-completed, how many were pruned (stopped early: the pruner, a diverged loss, the time
-budget), how many failed, and the best objective so far. :func:`live_counts` and
-:func:`best_so_far` read that from Tune's trials (their last results carry ``completed``,
-``failed`` and ``diverged``); :class:`SearchReporter` puts it above Tune's table and
+completed, how many were pruned (stopped early by the pruner or ASHA, or diverged), how many
+failed, and the best objective so far. :func:`live_counts` and :func:`best_so_far` read that
+from Tune's trials by the one outcome rule (``sakdn.outcome``: the study and the child runs
+say the same); :class:`SearchReporter` puts it above Tune's table and
 :class:`ProgressCallback` logs it to the MLflow parent run each time a trial ends, as
 ``search/running``, ``search/completed``, ``search/pruned``, ``search/failed`` and
 ``search/best_<metric>``, with step = the number of trials finished so far (so the parent
@@ -14,33 +14,33 @@ run's charts show the search moving while it runs).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Sequence
 
 from ray.tune import Callback, CLIReporter
 
-from sakdn.search.trainable import COMPLETED, DIVERGED, FAILED, read_ticket
+from sakdn.names import State
+from sakdn.outcome import Outcome, trial_outcome
+from sakdn.search.trainable import read_ticket
 
 logger = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "completed", "pruned", "failed")
+_LABEL = {State.COMPLETE: "completed", State.PRUNED: "pruned", State.FAILED: "failed"}
 
 
-def trial_state(status: str, last_result: dict[str, Any] | None) -> str:
-    """One of ``STATES`` for a Tune trial status and its last result.
-
-    A trial that ended without ``completed`` was stopped early (pruned); one that reported
-    ``failed`` (a bad sampled configuration) or raised (status ERROR) failed.
-    """
-    last = last_result or {}
-    if status == "ERROR" or last.get(FAILED):
-        return "failed"
+def trial_state(status: str, last_result: dict[str, Any] | None, metrics: Sequence[str]) -> str:
+    """One of ``STATES`` for a Tune trial status and its last result; an ended trial's is
+    its outcome (``sakdn.outcome``) for the objectives ``metrics``."""
     if status in ("RUNNING", "PAUSED"):
         return "running"
     if status == "PENDING":
         return "pending"
-    return "completed" if last.get(COMPLETED) else "pruned"
+    return _LABEL[_outcome(status, last_result, metrics).state]
+
+
+def _outcome(status: str, last_result: dict[str, Any] | None, metrics: Sequence[str]) -> Outcome:
+    return trial_outcome(last_result, metrics, raised=status == "ERROR")
 
 
 def _status(trial: Any, ended: Any = None) -> str:
@@ -48,12 +48,14 @@ def _status(trial: Any, ended: Any = None) -> str:
     return "TERMINATED" if trial is ended and trial.status == "RUNNING" else trial.status
 
 
-def live_counts(trials: Sequence[Any], ended: Any = None) -> dict[str, int]:
+def live_counts(
+    trials: Sequence[Any], metrics: Sequence[str], ended: Any = None
+) -> dict[str, int]:
     """``{state: count}`` over Tune trials (every state of ``STATES`` present); ``ended``:
     a trial that has just ended although Tune still says RUNNING."""
     counts = dict.fromkeys(STATES, 0)
     for t in trials:
-        counts[trial_state(_status(t, ended), t.last_result)] += 1
+        counts[trial_state(_status(t, ended), t.last_result, metrics)] += 1
     return counts
 
 
@@ -63,16 +65,14 @@ def best_so_far(
     """Per objective, the best finite value among completed trials and the trial holding it."""
     best: dict[str, tuple[float, Any]] = {}
     for t in trials:
-        last = t.last_result or {}
-        if trial_state(_status(t, ended), last) != "completed" or last.get(DIVERGED):
+        status = _status(t, ended)
+        if status in ("RUNNING", "PAUSED", "PENDING"):
             continue
-        for metric, mode in zip(metrics, modes):
-            value = last.get(metric)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
+        outcome = _outcome(status, t.last_result, metrics)
+        for metric, mode, value in zip(metrics, modes, outcome.values):  # COMPLETE only
             held = best.get(metric)
             if held is None or (value > held[0] if mode == "max" else value < held[0]):
-                best[metric] = (float(value), t)
+                best[metric] = (value, t)
     return best
 
 
@@ -83,7 +83,7 @@ def status_line(
     """The terminal's status line, e.g.
     ``trials: 2 running, 0 pending, 3 completed, 1 pruned, 0 failed | best m = 0.71 (trial 4)``.
     """
-    c = live_counts(trials)
+    c = live_counts(trials, metrics)
     text = "trials: " + ", ".join(
         f"{c[s]} {s}" for s in ("running", "pending", "completed", "pruned", "failed")
     )
@@ -161,7 +161,7 @@ def progress_metrics(
     trials: Sequence[Any], metrics: Sequence[str], modes: Sequence[str], ended: Any = None,
 ) -> dict[str, float]:
     """The parent run's live metrics: counts per state, trials finished, best values."""
-    c = live_counts(trials, ended)
+    c = live_counts(trials, metrics, ended)
     values = {f"search/{s}": float(c[s]) for s in ("running", "completed", "pruned", "failed")}
     values["search/finished"] = float(c["completed"] + c["pruned"] + c["failed"])
     for metric, (value, _) in best_so_far(trials, metrics, modes, ended).items():

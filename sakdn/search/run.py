@@ -32,9 +32,10 @@ from typing import Any
 
 import yaml
 
-from sakdn.config import ExperimentConfig, Scalar, dump_yaml, load_config, parse_overrides
+from sakdn.config import ExperimentConfig, Scalar, SearchConfig, dump_yaml, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.search.experiment import SearchConfig, load_search, split_overrides
+from sakdn.names import Result, Role, SearchMetric, State, Tag
+from sakdn.search.experiment import Sources, read_experiment
 from sakdn.search.space import SearchSpace, load_space
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,11 @@ class SearchResult:
 class Prepared:
     """A validated search, ready to run."""
 
-    search: SearchConfig
+    search: SearchConfig  # resolved: paths absolute, derived defaults filled
     config: ExperimentConfig  # the experiment, paths absolute
     space: SearchSpace
     experiment_path: str
+    sources: Sources  # where each setting came from (errors name the file or --set)
 
 
 def prepare(experiment_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Prepared:
@@ -81,13 +83,11 @@ def prepare(experiment_path: str | Path, overrides: list[str] | tuple[str, ...] 
     anything starts."""
     from sakdn.search.prepare import absolute_paths, check_weights
 
-    search_over, config_items = split_overrides(list(overrides))
-    search = load_search(experiment_path, search_over)
-    config = load_config(experiment_path, parse_overrides(config_items))
+    config, search, sources = read_experiment(experiment_path, parse_overrides(list(overrides)))
     config = absolute_paths(config, Path.cwd()).replace({"train.progress": False})
     space = load_space(search.space)
     config = check_weights(config, space, log=lambda m: print(m, flush=True))
-    return Prepared(search, config, space, str(experiment_path))
+    return Prepared(search, config, space, str(experiment_path), sources)
 
 
 def run_search(
@@ -154,28 +154,29 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
     from sakdn.search.searcher import make_sampler
 
     s = p.search
-    options = dict(s.sampler_options)
+    options = s.sampler_kwargs
     unknown = sorted(set(options) - {"n_startup_trials"})
     if unknown:
         raise ConfigError(f"search.sampler_options.{unknown[0]}", options[unknown[0]],
-                          "unknown sampler option; use n_startup_trials", s.file)
+                          "unknown sampler option; use n_startup_trials",
+                          p.sources.of("search.sampler_options"))
     try:
         sampler = make_sampler(s.sampler, seed=s.seed, concurrency=s.max_concurrent_trials,
                                **options)
-        pruner = make_pruner(s.pruner, **s.pruner_options)
+        pruner = make_pruner(s.pruner, **s.pruner_kwargs)
         metric, mode = s.objective()
         s.search_dir.mkdir(parents=True, exist_ok=True)
         _ensure_sqlite_dir(s.study_storage)
         searcher = TicketingSearcher(
             p.space, base=p.config.to_flat(), metric=metric, mode=mode, sampler=sampler,
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
-            points_to_evaluate=s.points_to_evaluate or None, search_dir=str(s.search_dir),
+            points_to_evaluate=s.points or None, search_dir=str(s.search_dir),
         )
-        prune_mode = s.mode[0]
-        scheduler = make_scheduler(s.scheduler, searcher, s.prune_metric, prune_mode,
-                                   s.scheduler_options, max_t=_max_student_epochs(p))
+        scheduler = make_scheduler(s.scheduler, searcher, s.prune_metric, s.modes[0],
+                                   s.scheduler_kwargs, max_t=_max_student_epochs(p))
     except ConfigError as err:
-        raise err.with_file(s.file) if s.file and not err.file else err
+        where = p.sources.of(err.key)
+        raise err.with_file(where) if where and not err.file else err
     return {"searcher": searcher, "scheduler": scheduler}
 
 
@@ -209,7 +210,7 @@ def _check_state(p: Prepared, searcher, tune_dir: Path, resume: bool) -> bool:
             raise ConfigError(
                 "search.name", p.search.name,
                 "a search of this name exists (" + "; ".join(found) + "): pass --resume to "
-                "continue it, or set another search.name", p.search.file,
+                "continue it, or set another search.name", p.sources.of("search.name"),
             )
         return False
     if not restorable:
@@ -234,22 +235,16 @@ def _open_tracking(p: Prepared, resume: bool):
             mlflow, s.experiment_name, tr.local_artifact_root(s.tracking_uri, s.storage_path)
         )
         params = p.config.to_flat()
-        existing = tr.search_runs(mlflow, [exp_id], {tr.ROLE: "parent", tr.SEARCH: s.name})
+        existing = tr.search_runs(mlflow, [exp_id], {Tag.ROLE: Role.PARENT, Tag.SEARCH: s.name})
         if existing and not resume:
             raise ConfigError(
                 "search.name", s.name, f"MLflow already holds a search of this name (run "
                 f"{existing[0].info.run_id} in {s.tracking_uri}): pass --resume to continue it, "
-                "or set another search.name", s.file,
+                "or set another search.name", p.sources.of("search.name"),
             )
         if existing:
-            _check_same_experiment(existing[0], params, s)
-        tags = {
-            **tr.environment_tags(),
-            tr.METRIC: ",".join(s.metric), tr.MODE: ",".join(s.mode),
-            "sakdn.experiment_file": str(Path(p.experiment_path).resolve()),
-            "sakdn.space_file": s.space, "sakdn.num_samples": str(s.num_samples),
-            "sakdn.search_dir": str(s.search_dir), "sakdn.study": f"{s.study_storage}#{s.study_name}",
-        }
+            _check_same_experiment(existing[0], params, p)
+        tags = {**tr.environment_tags(), **parent_tags(p)}
         run_id, reopened = tr.open_parent(mlflow, exp_id, s.name, params, tags)
         if not reopened:
             _log_parent_artifacts(mlflow, run_id, p)
@@ -257,20 +252,34 @@ def _open_tracking(p: Prepared, resume: bool):
         raise
     except Exception as err:
         raise ConfigError("search.tracking_uri", s.tracking_uri,
-                          f"cannot open the MLflow store: {err}", s.file) from None
+                          f"cannot open the MLflow store: {err}",
+                          p.sources.of("search.tracking_uri")) from None
     print(f"MLflow: {'reopened' if reopened else 'parent run'} {run_id} in {s.tracking_uri}",
           flush=True)
     return tr.SearchTracking(s.tracking_uri, exp_id, run_id, s.name)
 
 
-def _check_same_experiment(parent, params: dict[str, Any], s: SearchConfig) -> None:
+def parent_tags(p: Prepared) -> dict[str, str]:
+    """The search's own tags on its parent run (what ``sakdn report`` and ``sakdn best`` read
+    back besides the role and name)."""
+    s = p.search
+    return {
+        Tag.METRIC: ",".join(s.metrics), Tag.MODE: ",".join(s.modes),
+        Tag.EXPERIMENT_FILE: str(Path(p.experiment_path).resolve()),
+        Tag.SPACE_FILE: s.space, Tag.NUM_SAMPLES: str(s.num_samples),
+        Tag.SEARCH_DIR: str(s.search_dir), Tag.STUDY: f"{s.study_storage}#{s.study_name}",
+    }
+
+
+def _check_same_experiment(parent, params: dict[str, Any], p: Prepared) -> None:
     logged = parent.data.params
     changed = [k for k, v in params.items() if k in logged and logged[k] != str(v)]
     if changed:
         k = changed[0]
         raise ConfigError(
-            k, params[k], f"the experiment changed since search {s.name!r} started (was "
-            f"{logged[k]!r}); resume with the same settings or start another search.name", s.file,
+            k, params[k], f"the experiment changed since search {p.search.name!r} started (was "
+            f"{logged[k]!r}); resume with the same settings or start another search.name",
+            p.sources.of(k),
         )
 
 
@@ -331,7 +340,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
     s = p.search
     store = None if s.teacher_store == "none" else s.teacher_store
     setup = TrialSetup(
-        base=p.config.to_flat(), search_dir=str(s.search_dir), metrics=s.metric,
+        base=p.config.to_flat(), search_dir=str(s.search_dir), metrics=s.metrics,
         prune_metric=s.prune_metric, tracking=tracking, teacher_store=store,
         log_models=s.log_models, flush_timeout_s=s.flush_timeout_s,
     )
@@ -351,7 +360,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
             return
         from sakdn.search.progress import ProgressCallback
 
-        callback = TrackingCallback(tracking, str(s.search_dir), s.study_storage, s.study_name)
+        callback = TrackingCallback(tracking, str(s.search_dir), s.metrics)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -369,7 +378,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
                 progress_reporter=_reporter(s, p.space),
-                callbacks=[callback, ProgressCallback(tracking, s.metric, s.mode)],
+                callbacks=[callback, ProgressCallback(tracking, s.metrics, s.modes)],
                 verbose=1,
             ),
         )
@@ -379,9 +388,9 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
 def _reporter(s: SearchConfig, space: SearchSpace):
     from sakdn.search.progress import SearchReporter
 
-    metrics = {"stage": "stage", "epoch": "epoch", "student/val_acc": "val acc",
+    metrics = {Result.STAGE: "stage", Result.EPOCH: "epoch", "student/val_acc": "val acc",
                "student/best_val_acc": "best val acc"}
-    for m in s.metric:
+    for m in s.metrics:
         metrics.setdefault(m, m.split("/")[-1])
     # Conditional keys are missing from some trials' configs: the table needs every column.
     keys = [q.key for q in space if not q.when and q.kind != "fixed"][:4]
@@ -389,8 +398,8 @@ def _reporter(s: SearchConfig, space: SearchSpace):
     params = {k: (n if short.count(n) == 1 else k) for k, n in zip(keys, short)}
     return SearchReporter(
         metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-        metric=s.metric[0], mode=s.mode[0], max_column_length=14,
-        objectives=(s.metric, s.mode), search_dir=str(s.search_dir),
+        metric=s.metrics[0], mode=s.modes[0], max_column_length=14,
+        objectives=(s.metrics, s.modes), search_dir=str(s.search_dir),
     )
 
 
@@ -411,7 +420,7 @@ def _close(p: Prepared, parts: dict[str, Any], tracking, started: float,
         name=s.name, path=str(s.search_dir), tracking_uri=s.tracking_uri,
         experiment_id=tracking.experiment_id if tracking else None,
         parent_run_id=tracking.parent_run_id if tracking else None,
-        study_storage=s.study_storage, study_name=s.study_name, metric=s.metric,
+        study_storage=s.study_storage, study_name=s.study_name, metric=s.metrics,
         interrupted=interrupted,
     )
     counts: dict[str, int] = {}
@@ -458,7 +467,7 @@ def _best(result: SearchResult, p: Prepared, study) -> None:
         best = study.best_trial
         result.best_value = best.value
     else:  # the Pareto front, ordered by the first objective
-        sign = -1 if p.search.mode[0] == "max" else 1
+        sign = -1 if p.search.modes[0] == "max" else 1
         best = min(study.best_trials, key=lambda t: sign * t.values[0])
         result.best_value = list(best.values)
     result.best_trial = best.number
@@ -476,22 +485,22 @@ def _log_parent_summary(mlflow, run_id: str, result: SearchResult, interrupted: 
     from sakdn.config import from_flat
 
     now = int(time.time() * 1000)
-    values: dict[str, float] = {"time/wall_s": result.wall_time_s,
-                                "teacher_store/hits": result.teacher_hits,
-                                "teacher_store/lookups": result.teacher_lookups}
+    values: dict[str, float] = {SearchMetric.WALL_S: result.wall_time_s,
+                                SearchMetric.TEACHER_HITS: result.teacher_hits,
+                                SearchMetric.TEACHER_LOOKUPS: result.teacher_lookups}
     if result.teacher_lookups:
-        values["teacher_store/hit_rate"] = result.teacher_hits / result.teacher_lookups
-    for state in (tr.COMPLETE, tr.PRUNED, tr.FAILED, tr.STOPPED):
-        values[f"trials/{state.lower()}"] = result.counts.get(state, 0)
+        values[SearchMetric.TEACHER_HIT_RATE] = result.teacher_hits / result.teacher_lookups
+    for state in (State.COMPLETE, State.PRUNED, State.FAILED, State.STOPPED):
+        values[SearchMetric.TRIALS_PREFIX + state.lower()] = result.counts.get(state, 0)
     best = result.best_value
     if best is not None:
         for name, value in zip(result.metric, best if isinstance(best, list) else [best]):
-            values[f"best/{name}"] = value
-    tags = {tr.STATE: "INTERRUPTED" if interrupted else tr.COMPLETE}
+            values[SearchMetric.BEST_PREFIX + name] = value
+    tags = {Tag.STATE: State.INTERRUPTED if interrupted else State.COMPLETE}
     if result.best_trial is not None:
-        tags["sakdn.best_trial"] = str(result.best_trial)
+        tags[Tag.BEST_TRIAL] = str(result.best_trial)
     if result.best_run_id:
-        tags["sakdn.best_run_id"] = result.best_run_id
+        tags[Tag.BEST_RUN] = result.best_run_id
     tr.log_batch(mlflow, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
                  tags=tags)
     if result.best_config is not None:
@@ -508,9 +517,9 @@ def _print_summary(result: SearchResult) -> None:
     if result.interrupted:
         print(f"\nsearch {result.name} interrupted: continue it with `sakdn search ... --resume`")
     total = sum(c.values()) or sum(result.study_counts.values())
-    print(f"\nsearch {result.name}: {total} trials — {c.get('COMPLETE', 0)} complete, "
-          f"{c.get('PRUNED', 0)} pruned, {c.get('FAILED', 0)} failed"
-          + (f", {c['STOPPED']} stopped" if c.get("STOPPED") else "")
+    print(f"\nsearch {result.name}: {total} trials — {c.get(State.COMPLETE, 0)} complete, "
+          f"{c.get(State.PRUNED, 0)} pruned, {c.get(State.FAILED, 0)} failed"
+          + (f", {c[State.STOPPED]} stopped" if c.get(State.STOPPED) else "")
           + f" — in {result.wall_time_s:.0f} s")
     if result.best_value is not None:
         print(f"best: trial {result.best_trial}  {', '.join(result.metric)} = {result.best_value}"

@@ -7,8 +7,9 @@ and recorded PRUNED in the study, so pruned trials keep their intermediate value
 sampler learns from them as Optuna intends.
 
 The scheduler does not own the study. It asks a *trial source* (the searcher that created the
-Optuna trials, ``OptunaSpaceSearcher``) for the Optuna trial of a Tune trial id, and tells it
-which trials it pruned; the searcher then ends them PRUNED in ``on_trial_complete``.
+Optuna trials, ``OptunaSpaceSearcher``) for the Optuna trial of a Tune trial id; a trial it
+stops ends without ``completed`` in its last result, which ``sakdn.outcome`` calls PRUNED, so
+the searcher tells the study PRUNED and the driver records the child run PRUNED.
 
 Rules for reported results:
 
@@ -16,6 +17,8 @@ Rules for reported results:
 - the step is the result's ``step`` key when present, else Tune's ``training_iteration``;
 - a NaN or infinite metric value prunes the trial at once (a diverged run stops, the search goes
   on, and the trial is recorded PRUNED with the finite values reported before it);
+- a ``completed`` result (the trial's last, after its final epoch) is reported but not judged:
+  there is nothing left to save, and the trial ends COMPLETE;
 - multi-objective studies cannot prune (Optuna's ``report`` is single-objective): every trial
   continues.
 """
@@ -43,24 +46,16 @@ from optuna.pruners import (
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from sakdn.config import PRUNERS
 from sakdn.errors import ConfigError
+from sakdn.names import Result
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 logger = logging.getLogger(__name__)
 
-PRUNERS = (
-    "median",
-    "percentile",
-    "successive_halving",
-    "hyperband",
-    "wilcoxon",
-    "patient",
-    "threshold",
-    "none",
-)
-STEP_KEY = "step"
+STEP_KEY = Result.STEP
 
 
 class OptunaTrialSource(Protocol):
@@ -69,16 +64,13 @@ class OptunaTrialSource(Protocol):
     def optuna_trial(self, trial_id: str) -> optuna.trial.Trial | None:
         """The running Optuna trial of a Tune trial (None: unknown or already finished)."""
 
-    def mark_pruned(self, trial_id: str) -> None:
-        """Record that the trial was pruned, so that it ends PRUNED rather than COMPLETE."""
-
 
 class OptunaPrunerScheduler(FIFOScheduler):
     """Runs trials first-in first-out and stops those the study's Optuna pruner prunes.
 
     Args:
-        source: the searcher that asked the Optuna trials (or anything with ``optuna_trial``
-            and ``mark_pruned``); a ``ConcurrencyLimiter`` around it is unwrapped.
+        source: the searcher that asked the Optuna trials (or anything with
+            ``optuna_trial``); a ``ConcurrencyLimiter`` around it is unwrapped.
         metric: the reported key to prune on; by default the searcher's metric or the one
             given to ``TuneConfig``. The direction is the study's.
         step_key: the result key holding the step (the training contract's monotone epoch
@@ -127,12 +119,11 @@ class OptunaPrunerScheduler(FIFOScheduler):
             return self._prune(trial.trial_id)
         step = int(result.get(self._step_key, result.get(TRAINING_ITERATION, 0)))
         ot_trial.report(value, step)
-        if ot_trial.should_prune():
+        if not result.get(Result.COMPLETED) and ot_trial.should_prune():
             return self._prune(trial.trial_id)
         return TrialScheduler.CONTINUE
 
     def _prune(self, trial_id: str) -> str:
-        self._source.mark_pruned(trial_id)
         self.pruned.append(trial_id)
         return TrialScheduler.STOP
 

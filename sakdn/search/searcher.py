@@ -6,14 +6,11 @@ searcher creates the study itself, with the sampler, the *real* pruner and a sto
 Tune trial id → Optuna trial that ``OptunaPrunerScheduler`` needs to report intermediate values
 and ask the pruner.
 
-Outcomes told to the study in ``on_trial_complete``:
-
-- pruned by the scheduler (pruner decision or NaN metric) → PRUNED;
-- the trial raised → FAIL;
-- the metric (every metric, for several objectives) is present and finite in the last result →
-  COMPLETE with those values;
-- otherwise (never reported the metric, NaN at the end without the scheduler, removed while
-  pending) → FAIL, with a warning.
+Outcomes are told to the study in ``on_trial_complete`` by the one rule of ``sakdn.outcome``
+(the MLflow child run and the live counts follow the same rule): COMPLETE with the objective
+values when the last result says ``completed`` with every objective finite; PRUNED when the
+trial diverged or stopped early (the Optuna pruner, ASHA); FAIL when it raised, reported
+``failed``, completed without a finite objective or never reported.
 
 The storage is the source of truth: each Optuna trial carries its Tune trial id as the user
 attribute ``tune_trial_id``, so ``restore`` rebuilds the map from the study even for trials
@@ -24,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import pickle
 import warnings
 from typing import Any, Mapping, Sequence
@@ -37,13 +33,14 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import parse_spec_vars
 
-from sakdn.config import Scalar
+from sakdn.config import SAMPLERS, Scalar
 from sakdn.errors import ConfigError, SearchSpaceError
+from sakdn.names import State
+from sakdn.outcome import TO_STUDY, trial_outcome
 from sakdn.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
 TUNE_ID_ATTR = "tune_trial_id"
 
 
@@ -95,7 +92,6 @@ class OptunaSpaceSearcher(Searcher):
         self._storage: BaseStorage | None = None
         self._numbers: dict[str, int] = {}  # Tune trial id → Optuna trial number
         self._live: dict[str, optuna.trial.Trial] = {}  # asked, not yet told
-        self._pruned: set[str] = set()
         self._finished: set[str] = set()
         if metric and mode:
             self._setup_study()
@@ -194,26 +190,22 @@ class OptunaSpaceSearcher(Searcher):
     def _outcome(
         self, trial_id: str, result: dict | None, error: bool
     ) -> tuple[TrialState, float | list[float] | None]:
-        if trial_id in self._pruned:
-            return TrialState.PRUNED, None
-        if error:
-            return TrialState.FAIL, None
+        """The study's state and values of a trial that ended (``sakdn.outcome``)."""
         metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-        values = [_finite(result.get(m)) if result else None for m in metrics]
-        if any(v is None for v in values):
-            shown = {m: (result or {}).get(m) for m in metrics}
-            logger.warning("trial %s ended without a finite %s: marked FAIL", trial_id, shown)
-            return TrialState.FAIL, None
-        return TrialState.COMPLETE, values if isinstance(self._metric, list) else values[0]
+        outcome = trial_outcome(result, metrics, raised=error)
+        if outcome.state == State.FAILED and not error:
+            logger.warning("trial %s: %s: marked FAIL", trial_id, outcome.reason)
+        values: float | list[float] | None = None
+        if outcome.state == State.COMPLETE:
+            many = isinstance(self._metric, list)
+            values = list(outcome.values) if many else outcome.values[0]
+        return TrialState[TO_STUDY[outcome.state]], values
 
     # --- the scheduler's view (OptunaTrialSource) -----------------------------------------
 
     def optuna_trial(self, trial_id: str) -> optuna.trial.Trial | None:
         """The running Optuna trial of a Tune trial; None when unknown or already told."""
         return self._live.get(trial_id)
-
-    def mark_pruned(self, trial_id: str) -> None:
-        self._pruned.add(trial_id)
 
     def trial_number(self, trial_id: str) -> int | None:
         """The Optuna trial number of a Tune trial (for reports and MLflow tags)."""
@@ -299,12 +291,3 @@ def make_sampler(
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup))
     raise ConfigError("search.sampler", name, "unknown sampler; choose from " + ", ".join(SAMPLERS))
 
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

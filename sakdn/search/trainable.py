@@ -14,7 +14,10 @@ A thin adapter around :func:`sakdn.train.train` (which knows nothing of Ray or M
 - teachers come from the content-keyed store on the shared storage path, preprocessed data
   from the cache the driver built before Tune started (trials never decode video);
 - ``TrialDiverged`` ends the trial with the objective(s) reported as NaN and ``diverged`` set
-  to the reason: the Optuna scheduler prunes it, the driver records it with the reason;
+  to the reason: the Optuna scheduler stops it, and it ends PRUNED with the reason under any
+  scheduler (``sakdn.outcome``);
+- the result keys (``completed``, ``diverged``, ``failed``, ``step``, ``prune_step``) and tag
+  names are ``sakdn.names``' ``Result`` and ``Tag``: the outcome rule reads them back;
 - MLflow logging goes through a :class:`~sakdn.tracking.RunBuffer` spooled in the trial's
   work directory, so a tracking outage delays the records but never stops the trial; it sends
   every ``TrialSetup.send_every_s`` seconds, not every epoch (a store round trip per epoch
@@ -30,22 +33,19 @@ import json
 import math
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from sakdn.config import ExperimentConfig, Scalar, from_flat
+from sakdn.config import ExperimentConfig, Scalar, SearchConfig, from_flat
 from sakdn.errors import ConfigError, SakdnError, TrialDiverged
+from sakdn.names import Result, Tag
 
-COMPLETED = "completed"  # result key: the trial trained all its epochs
-DIVERGED = "diverged"  # result key: the reason a loss became NaN / inf
-FAILED = "failed"  # result key: the reason a trial could not run (bad sampled config)
-PRUNE_STEP = "prune_step"  # result key: the student epoch, for pruners
 SPOOL = "mlflow_spool.json"
 NODES = "nodes.txt"  # one line per attempt: the address of the node it ran on
-NODE_IP_TAG = "sakdn.node_ip"  # the node of the latest attempt
-NODE_IPS_TAG = "sakdn.node_ips"  # every attempt's node, comma-separated
 _STAGE_RANK = {"teacher": 0, "student": 1}
+_SEARCH_DEFAULTS = SearchConfig()
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class TrialSetup:
     prune_metric: str
     tracking: Any = None  # sakdn.tracking.SearchTracking, or None for no MLflow
     teacher_store: str | None = None
-    log_models: bool = True
-    flush_timeout_s: float = 120.0
+    log_models: bool = _SEARCH_DEFAULTS.log_models
+    flush_timeout_s: float = _SEARCH_DEFAULTS.flush_timeout_s
     send_every_s: float = 5.0  # how long MLflow records may wait to be sent with later ones
 
 
@@ -113,9 +113,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     def fail(err: Exception, **position: Any) -> None:
         """A config or dataset problem: retrying cannot help, so end the trial FAILED."""
         log(str(err))
-        tracker.set_tags({"sakdn.error": str(err)})
+        tracker.set_tags({Tag.ERROR: str(err)})
         tracker.flush(setup.flush_timeout_s)
-        tune.report({FAILED: str(err), **position})
+        tune.report({Result.FAILED: str(err), **position})
 
     try:
         experiment = trial_config(setup.base, config)
@@ -139,7 +139,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         )
     except TrialDiverged as err:
         log(str(err))
-        tracker.set_tags({"sakdn.error": str(err), "sakdn.diverged": "true"})
+        tracker.set_tags({Tag.ERROR: str(err), Tag.DIVERGED: "true"})
         tracker.flush(setup.flush_timeout_s)
         reporter.diverged(str(err))
         return
@@ -147,9 +147,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         return fail(err, **reporter.last_position())
 
     final = reporter.final_result(result)
-    tracker.log_metrics(reporter.summary_metrics(result), step=final.get("step", 0))
+    tracker.log_metrics(reporter.summary_metrics(result), step=final.get(Result.STEP, 0))
     if result.teacher_cache_hit is not None:
-        tracker.set_tags({"sakdn.teacher_cache_hit": str(result.teacher_cache_hit).lower()})
+        tracker.set_tags({Tag.TEACHER_CACHE_HIT: str(result.teacher_cache_hit).lower()})
     if setup.log_models:
         for path in (result.student_path, result.teacher_path):
             if path is not None:
@@ -201,9 +201,10 @@ class _Reporter:
 
     def __call__(self, report) -> None:
         result: dict[str, Any] = dict(report.metrics)
-        result.update(stage=report.stage, epoch=report.epoch, step=report.step)
+        result.update({Result.STAGE: report.stage, Result.EPOCH: report.epoch,
+                       Result.STEP: report.step})
         if report.stage == "student":
-            result[PRUNE_STEP] = report.epoch
+            result[Result.PRUNE_STEP] = report.epoch
         self.tracker.log_metrics(report.metrics, step=report.step)
         self.last, self.last_metrics = result, dict(report.metrics)
         if report.checkpoint_dir is not None:
@@ -224,7 +225,8 @@ class _Reporter:
             raise
 
     def last_position(self) -> dict[str, Any]:
-        return {k: self.last[k] for k in ("stage", "epoch", "step") if k in self.last}
+        position = (Result.STAGE, Result.EPOCH, Result.STEP)
+        return {k: self.last[k] for k in position if k in self.last}
 
     def summary_metrics(self, result) -> dict[str, Any]:
         """The run's summary as ``summary/<key>``, plus ``<key>`` where no epoch of either
@@ -235,7 +237,7 @@ class _Reporter:
             *(record["metrics"] for record in result.history))
         out: dict[str, Any] = {}
         for key, value in result.metrics.items():
-            out[f"summary/{key}"] = value
+            out[Result.SUMMARY_PREFIX + key] = value
             if key not in epoch_keys:
                 out[key] = value
         return out
@@ -245,15 +247,15 @@ class _Reporter:
         if not self.last and result.history:  # resumed after the last epoch: nothing reran
             record = result.history[-1]
             self.last_metrics = dict(record["metrics"])
-            self.last = {**record["metrics"], "stage": record["stage"],
-                         "epoch": record["epoch"], "step": record["step"]}
+            self.last = {**record["metrics"], Result.STAGE: record["stage"],
+                         Result.EPOCH: record["epoch"], Result.STEP: record["step"]}
             if record["stage"] == "student":
-                self.last[PRUNE_STEP] = record["epoch"]
+                self.last[Result.PRUNE_STEP] = record["epoch"]
         final = dict(self.last)
         final.update(self.summary_metrics(result))
         if result.teacher_cache_hit is not None:
-            final["teacher_cache_hit"] = bool(result.teacher_cache_hit)
-        final[COMPLETED] = True
+            final[Result.TEACHER_CACHE_HIT] = bool(result.teacher_cache_hit)
+        final[Result.COMPLETED] = True
         return final
 
     def report_final(self, final: dict[str, Any]) -> None:
@@ -264,7 +266,7 @@ class _Reporter:
         result = self.last_position()
         for metric in (*self.setup.metrics, self.setup.prune_metric):
             result[metric] = math.nan
-        result[DIVERGED] = reason
+        result[Result.DIVERGED] = reason
         self._report(result, None)
 
 
@@ -295,7 +297,7 @@ def _open_tracker(setup: TrialSetup, tune_id: str, number: int | None, workdir: 
     from sakdn import tracking as tr
 
     tr.configure_http()
-    here = tr.node_tags()
+    here = _node_tags()
     resolve = tr.trial_resolver(setup.tracking, tune_id, number, tags=here)
     buffer = tr.RunBuffer(
         tr.client(setup.tracking.tracking_uri), resolve=resolve, spool=workdir / SPOOL,
@@ -304,9 +306,22 @@ def _open_tracker(setup: TrialSetup, tune_id: str, number: int | None, workdir: 
     # A retried or resumed attempt continues the run (its id is in the spool, so the
     # resolver's tags are not sent again): tag this attempt's node and Tune trial (a resumed
     # search hands an interrupted Optuna trial to a new one).
-    buffer.set_tags({**here, tr.TUNE_TRIAL: tune_id,
-                     **_attempt_nodes(workdir, here.get(NODE_IP_TAG))})
+    buffer.set_tags({**here, Tag.TUNE_TRIAL: tune_id,
+                     **_attempt_nodes(workdir, here.get(Tag.NODE_IP))})
     return buffer
+
+
+def _node_tags() -> dict[str, str]:
+    """Where a trial runs: the Ray node's address and the host name."""
+    import ray
+
+    tags = {Tag.HOSTNAME: socket.gethostname()}
+    try:
+        if ray.is_initialized():
+            tags[Tag.NODE_IP] = ray.util.get_node_ip_address()
+    except Exception:  # Ray without a node address
+        pass
+    return tags
 
 
 def _attempt_nodes(workdir: Path, node_ip: str | None) -> dict[str, str]:
@@ -317,7 +332,7 @@ def _attempt_nodes(workdir: Path, node_ip: str | None) -> dict[str, str]:
     path = workdir / NODES
     with open(path, "a") as handle:
         handle.write(node_ip + "\n")
-    return {NODE_IPS_TAG: ",".join(path.read_text().split())}
+    return {Tag.NODE_IPS: ",".join(path.read_text().split())}
 
 
 class _NoTracking:

@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from sakdn import tracking as tr
 from sakdn.errors import ConfigError
+from sakdn.names import State
 from sakdn.search.callbacks import trial_end
 from sakdn.search.driver import ResumingPrunerScheduler, TicketingSearcher, make_scheduler
 from sakdn.search.searcher import make_sampler
@@ -35,7 +35,7 @@ def _searcher(tmp_path: Path, seed: int = 1) -> TicketingSearcher:
 def test_an_orphaned_optuna_trial_goes_to_the_next_new_tune_trial(tmp_path: Path) -> None:
     first = _searcher(tmp_path)
     c1, c2 = first.suggest("t1"), first.suggest("t2")
-    first.on_trial_complete("t1", {"acc": 0.5})
+    first.on_trial_complete("t1", {"acc": 0.5, "completed": True})
     checkpoint = tmp_path / "searcher.pkl"
     first.save(str(checkpoint))  # Tune's last experiment checkpoint knows t1 and t2
     c3 = first.suggest("t3")  # asked after it; then the driver is killed
@@ -50,9 +50,8 @@ def test_an_orphaned_optuna_trial_goes_to_the_next_new_tune_trial(tmp_path: Path
     c5 = again.suggest("t5")  # a genuinely new trial, not a replay of the sampler
     assert c5 not in (c1, c2, c3)
     assert read_ticket(tmp_path, "t5") == 3
-    again.on_trial_complete("t2", {"acc": 0.7})
-    again.on_trial_complete("t4", {"acc": 0.6})
-    again.on_trial_complete("t5", {"acc": 0.4})
+    for tid, acc in (("t2", 0.7), ("t4", 0.6), ("t5", 0.4)):
+        again.on_trial_complete(tid, {"acc": acc, "completed": True})
     trials = again.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert [t.value for t in trials] == [0.5, 0.7, 0.6, 0.4]
@@ -74,8 +73,7 @@ def test_a_trial_pruned_before_the_crash_is_stopped_when_restored(tmp_path: Path
     first.suggest("t2")
     checkpoint = tmp_path / "searcher.pkl"
     first.save(str(checkpoint))
-    first.mark_pruned("t1")  # the pruner stopped t1 after Tune's last checkpoint
-    first.on_trial_complete("t1", {"acc": 0.1})
+    first.on_trial_complete("t1", {"acc": 0.1, "step": 1})  # pruned after Tune's checkpoint
 
     again = _searcher(tmp_path)
     again.restore(str(checkpoint))
@@ -104,17 +102,15 @@ def test_make_scheduler(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "last, errored, study, state, error",
+    "last, errored, state, error",
     [
-        ({"completed": True}, False, "COMPLETE", tr.COMPLETE, None),
-        ({"step": 4}, False, "PRUNED", tr.PRUNED, None),  # the Optuna pruner
-        ({"diverged": "nan loss"}, False, "PRUNED", tr.PRUNED, "nan loss"),  # NaN → pruned
-        ({"diverged": "nan loss"}, False, "FAIL", tr.FAILED, "nan loss"),  # FIFO / ASHA
-        ({"failed": "student.lr = -1"}, False, "FAIL", tr.FAILED, "student.lr = -1"),
-        ({"step": 4}, True, "FAIL", tr.FAILED, "Traceback"),
-        ({"step": 4}, False, "COMPLETE", tr.PRUNED, None),  # stopped by ASHA / time budget
+        ({"acc": 0.5, "completed": True}, False, State.COMPLETE, None),
+        ({"step": 4}, False, State.PRUNED, None),  # the Optuna pruner or ASHA
+        ({"step": 4, "diverged": "nan loss"}, False, State.PRUNED, "nan loss"),  # any scheduler
+        ({"failed": "student.lr = -1"}, False, State.FAILED, "student.lr = -1"),
+        ({"step": 4}, True, State.FAILED, "Traceback"),
     ],
 )
-def test_final_states(last, errored, study, state, error) -> None:
-    end = trial_end("t", 3, last, errored, "Traceback" if errored else None, study)
-    assert (end.state, end.error) == (state, error)
+def test_final_states(last, errored, state, error) -> None:
+    end = trial_end("t", 3, last, ["acc"], errored, "Traceback" if errored else None)
+    assert (end.tune_trial_id, end.optuna_trial, end.state, end.error) == ("t", 3, state, error)

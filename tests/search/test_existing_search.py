@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from sakdn.errors import ConfigError
+from sakdn.search.experiment import Sources
 from sakdn.search.run import _check_state
 from sakdn.search.searcher import OptunaSpaceSearcher
 from sakdn.search.space import parse_space
@@ -19,8 +20,8 @@ POINT = {"student.lr": 1.0e-3, "distill.lambda_st": 1.0}
 
 
 def _prepared(tmp_path: Path) -> SimpleNamespace:
-    search = SimpleNamespace(name="s", study_name="s", file=str(tmp_path / "exp.yaml"))
-    return SimpleNamespace(search=search)
+    search = SimpleNamespace(name="s", study_name="s")
+    return SimpleNamespace(search=search, sources=Sources(str(tmp_path / "exp.yaml")))
 
 
 def _searcher(url: str) -> OptunaSpaceSearcher:

@@ -1,4 +1,5 @@
-"""The ``search:`` section of experiment files: defaults, paths, overrides, every rejection."""
+"""The ``search:`` section of experiment files: defaults, paths, overrides, every rejection,
+and which of the file or ``--set`` an error names."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sakdn.config import load_config
+from sakdn.config import load_config, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.search.experiment import load_search, parse_search, split_overrides
+from sakdn.search.experiment import load_search, read_experiment
 from tests.search.conftest import REPO, SMOKE
 
 
@@ -27,7 +28,7 @@ def test_defaults_and_derived_paths(tmp_path: Path, monkeypatch) -> None:
     s = load_search(path, cwd=tmp_path / "elsewhere")  # the space is found beside the file
     assert s.space == str(tmp_path / "spaces" / "s.yaml")
     assert s.name == "exp" and s.study_name == "exp"
-    assert s.metric == ("student/best_val_acc",) and s.mode == ("max",)
+    assert s.metrics == ("student/best_val_acc",) and s.modes == ("max",)
     assert s.prune_metric == "student/best_val_acc"
     assert (s.sampler, s.pruner, s.scheduler) == ("tpe", "median", "optuna")
     assert (s.num_samples, s.max_concurrent_trials, s.resources.cpu, s.resources.gpu) == (
@@ -52,13 +53,13 @@ def test_the_tracking_uri_comes_from_the_file_then_the_environment(tmp_path, mon
 
 def test_overrides_reach_nested_keys(tmp_path: Path) -> None:
     path = _write(tmp_path, {"space": "spaces/s.yaml", "resources": {"cpu": 2}})
-    search, rest = split_overrides([
+    overrides = parse_overrides([
         "search.num_samples=3", "search.resources.gpu=0.5", "student.lr=0.1",
         "search.metric=[student/best_val_acc, student/gflops]", "search.mode=[max, min]",
         "search.sampler=nsga2",
     ])
-    assert rest == ["student.lr=0.1"]
-    s = load_search(path, search, cwd=tmp_path)
+    config, s, _ = read_experiment(path, overrides, cwd=tmp_path)
+    assert config.student.lr == 0.1 and config.student.epochs == 3
     assert s.num_samples == 3 and (s.resources.cpu, s.resources.gpu) == (2.0, 0.5)
     assert s.multi_objective and s.objective() == (
         ["student/best_val_acc", "student/gflops"], ["max", "min"])
@@ -80,8 +81,9 @@ def test_the_shipped_experiments_are_valid() -> None:
         ({"space": "spaces/s.yaml", "num_samples": 0}, "search.num_samples", ">= 1"),
         ({"space": "spaces/s.yaml", "num_samples": 2.5}, "search.num_samples", "integer"),
         ({"space": "spaces/s.yaml", "mode": "maximum"}, "search.mode", "one of max"),
-        ({"space": "spaces/s.yaml", "metric": ["a", "b"], "mode": ["max"]}, "search.mode",
-         "one mode per metric"),
+        ({"space": "spaces/s.yaml", "metric": ["a", "b", "c"], "mode": ["max", "min"]},
+         "search.mode", "one per metric"),
+        ({"space": "spaces/s.yaml", "metric": ["a", "a"]}, "search.metric", "twice"),
         ({"space": "spaces/s.yaml", "sampler": "nsga2"}, "search.sampler", "multi-objective"),
         ({"space": "spaces/s.yaml", "resources": {"gpu": 1.5}}, "search.resources.gpu",
          "fractions"),
@@ -112,8 +114,9 @@ def test_a_file_without_a_search_section_is_rejected(tmp_path: Path) -> None:
     path.write_text("student: {epochs: 2}\n")
     with pytest.raises(ConfigError, match="no search: section"):
         load_search(path)
-    with pytest.raises(ConfigError, match="no search: section"):
+    with pytest.raises(ConfigError, match="search.space.*required") as info:
         load_search(path, {"search.num_samples": 4})
+    assert info.value.file == str(path)  # the file lacks it, not the command line
 
 
 def test_a_training_file_is_searched_with_a_space_from_the_command_line(tmp_path: Path) -> None:
@@ -128,5 +131,54 @@ def test_a_training_file_is_searched_with_a_space_from_the_command_line(tmp_path
 
 def test_bad_override_text_is_rejected() -> None:
     with pytest.raises(ConfigError, match="key=value"):
-        split_overrides(["search.num_samples"])
-    assert parse_search  # the mapping form is public too
+        parse_overrides(["search.num_samples"])
+
+
+@pytest.mark.parametrize(
+    "item, key, fragment",
+    [
+        ("search.num_samples=0", "search.num_samples", ">= 1"),
+        ("search.num_samples=abc", "search.num_samples", "integer"),
+        ("search.sampler=grid", "search.sampler", "one of tpe"),
+        ("search.sampler=nsga2", "search.sampler", "multi-objective"),  # with the file's metric
+        ("search.resources.gpu=1.5", "search.resources.gpu", "fractions"),
+        ("search.pruner_options=[1]", "search.pruner_options", "map option names"),
+        ("search.pruner_options={a: 1", "search.pruner_options", "not a YAML value"),
+        ("search.name=a/b", "search.name", "letters"),
+        ("search.space=missing.yaml", "search.space", "no such file"),
+        ("search.num_sample=3", "search.num_sample", "unknown key"),
+    ],
+)
+def test_an_error_in_a_set_value_names_the_command_line(tmp_path, item, key, fragment) -> None:
+    path = _write(tmp_path, {"space": "spaces/s.yaml", "num_samples": 4})
+    with pytest.raises(ConfigError) as info:
+        load_search(path, parse_overrides([item]), cwd=tmp_path)
+    assert info.value.key == key and info.value.file == "--set"
+    assert str(info.value).startswith("--set: ") and fragment in str(info.value)
+    assert str(path) not in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["file", "--set"])
+def test_options_only_a_library_can_check_name_where_they_came_from(tmp_path, where) -> None:
+    from sakdn.search.run import _build_parts, prepare
+
+    section = {"space": "spaces/s.yaml", "storage_path": str(tmp_path / "store")}
+    items = []
+    if where == "file":
+        section["pruner_options"] = {"n_startup": 3}  # MedianPruner has no such argument
+    else:
+        items = ["search.pruner_options={n_startup: 3}"]
+    path = _write(tmp_path, section)
+    prepared = prepare(path, items)
+    with pytest.raises(ConfigError, match="n_startup") as info:
+        _build_parts(prepared)
+    assert info.value.file == (str(path) if where == "file" else "--set")
+
+
+def test_a_derived_name_is_checked_like_a_given_one(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"space": "spaces/s.yaml"}, name="my search.yaml")
+    with pytest.raises(ConfigError, match="letters") as info:
+        load_search(path, cwd=tmp_path)
+    assert info.value.key == "search.name" and info.value.value == "my search"
+    assert info.value.file == str(path)
+    assert load_search(path, {"search.name": "mine"}, cwd=tmp_path).name == "mine"

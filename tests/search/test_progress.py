@@ -25,26 +25,28 @@ def trial(tid: str, status: str, **last) -> SimpleNamespace:
 
 def some_trials() -> list[SimpleNamespace]:
     return [
-        trial("a", "TERMINATED", **{M: 0.5, "completed": True}),
-        trial("b", "TERMINATED", **{M: 0.9}),  # stopped early: pruned, not the best
-        trial("c", "TERMINATED", **{M: 0.7, "completed": True}),
-        trial("d", "ERROR", **{M: 0.95}),
+        trial("a", "TERMINATED", **{M: 0.5, "step": 6, "completed": True}),
+        trial("b", "TERMINATED", **{M: 0.9, "step": 4}),  # stopped early: pruned, not the best
+        trial("c", "TERMINATED", **{M: 0.7, "step": 6, "completed": True}),
+        trial("d", "ERROR", **{M: 0.95, "step": 5}),
         trial("e", "TERMINATED", failed="bad sampled value"),
-        trial("f", "RUNNING", **{M: 0.99}),
+        trial("f", "RUNNING", **{M: 0.99, "step": 5}),
         trial("g", "PENDING"),
-        trial("h", "TERMINATED", **{M: math.nan, "diverged": "loss nan"}),
+        trial("h", "TERMINATED", **{M: math.nan, "step": 5, "diverged": "loss nan"}),
     ]
 
 
 def test_states_from_status_and_last_result() -> None:
-    assert trial_state("TERMINATED", {"completed": True}) == "completed"
-    assert trial_state("TERMINATED", {M: 0.1}) == "pruned"
-    assert trial_state("TERMINATED", {"failed": "x"}) == "failed"
-    assert trial_state("ERROR", {"completed": True}) == "failed"
-    assert trial_state("RUNNING", {}) == "running"
-    assert trial_state("PAUSED", {}) == "running"
-    assert trial_state("PENDING", None) == "pending"
-    assert live_counts(some_trials()) == {
+    assert trial_state("TERMINATED", {M: 0.5, "completed": True}, [M]) == "completed"
+    assert trial_state("TERMINATED", {"completed": True}, [M]) == "failed"  # no objective
+    assert trial_state("TERMINATED", {M: 0.1, "step": 3}, [M]) == "pruned"
+    assert trial_state("TERMINATED", {M: math.nan, "diverged": "x"}, [M]) == "pruned"
+    assert trial_state("TERMINATED", {"failed": "x"}, [M]) == "failed"
+    assert trial_state("ERROR", {M: 0.5, "completed": True}, [M]) == "failed"
+    assert trial_state("RUNNING", {}, [M]) == "running"
+    assert trial_state("PAUSED", {}, [M]) == "running"
+    assert trial_state("PENDING", None, [M]) == "pending"
+    assert live_counts(some_trials(), [M]) == {
         "pending": 1, "running": 1, "completed": 2, "pruned": 2, "failed": 2,
     }
 
@@ -60,7 +62,7 @@ def test_best_counts_completed_trials_only_in_the_search_direction() -> None:
 
 def test_a_trial_tune_still_calls_running_counts_as_ended_when_it_just_ended() -> None:
     ended = trial("f", "RUNNING", **{M: 0.99, "completed": True})
-    counts = live_counts([ended], ended=ended)
+    counts = live_counts([ended], [M], ended=ended)
     assert counts["completed"] == 1 and counts["running"] == 0
     assert best_so_far([ended], [M], ["max"], ended=ended)[M][0] == 0.99
 
@@ -100,7 +102,7 @@ def test_the_parent_run_gets_counts_and_best_at_step_trials_finished(tmp_path) -
     trials = [trial("a", "RUNNING", **{M: 0.5, "completed": True}), trial("b", "RUNNING")]
     callback.on_trial_complete(0, trials, trials[0])  # Tune has not marked it TERMINATED yet
     trials[0].status = "TERMINATED"
-    trials[1].last_result = {M: 0.8}
+    trials[1].last_result = {M: 0.8, "step": 2}
     callback.on_trial_complete(1, trials, trials[1])  # stopped early: pruned
     history = {k: [(m.step, m.value) for m in client.get_metric_history(parent, k)]
                for k in ("search/completed", "search/pruned", "search/running",

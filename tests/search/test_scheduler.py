@@ -79,7 +79,8 @@ PRUNER_CASES: dict[str, tuple[dict, Callable[[], P.BasePruner]]] = {
 
 
 def _reference(pruner: P.BasePruner, curves: list[list[float]]) -> tuple[list, list]:
-    """Optuna's own loop: report, should_prune, tell."""
+    """Optuna's own loop: report, should_prune, tell (a trial's last epoch is reported, never
+    judged: the trial is complete, there is nothing left to save)."""
     study = optuna.create_study(
         study_name=STUDY, direction="maximize", pruner=pruner,
         sampler=optuna.samplers.RandomSampler(seed=0),
@@ -90,7 +91,7 @@ def _reference(pruner: P.BasePruner, curves: list[list[float]]) -> tuple[list, l
         pruned_at = None
         for step, value in enumerate(curve, start=1):
             trial.report(value, step)
-            if trial.should_prune():
+            if step < len(curve) and trial.should_prune():
                 pruned_at = step
                 break
         if pruned_at:
@@ -102,7 +103,8 @@ def _reference(pruner: P.BasePruner, curves: list[list[float]]) -> tuple[list, l
 
 
 def _through_scheduler(pruner: P.BasePruner, curves: list[list[float]]) -> tuple[list, list]:
-    """The same curves as Tune would deliver them: searcher.suggest, results, on_trial_complete."""
+    """The same curves as Tune would deliver them from the trainable: searcher.suggest, one
+    result per epoch (the last one ``completed``), on_trial_complete."""
     searcher = OptunaSpaceSearcher(
         SPACE, metric="acc", mode="max", pruner=pruner, study_name=STUDY,
         sampler=optuna.samplers.RandomSampler(seed=0),
@@ -115,7 +117,9 @@ def _through_scheduler(pruner: P.BasePruner, curves: list[list[float]]) -> tuple
         searcher.suggest(trial.trial_id)
         pruned_at, result = None, None
         for step, value in enumerate(curve, start=1):
-            result = {"acc": value, "training_iteration": step}
+            result = {"acc": value, "step": step, "training_iteration": step}
+            if step == len(curve):
+                result["completed"] = True
             if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
                 pruned_at = step
                 break
@@ -167,7 +171,7 @@ def test_non_finite_metric_prunes(bad: float) -> None:
     scheduler.on_trial_result(None, trial, {"acc": 0.3, "training_iteration": 1})
     decision = scheduler.on_trial_result(None, trial, {"acc": bad, "training_iteration": 2})
     assert decision == TrialScheduler.STOP
-    searcher.on_trial_complete("only", result={"acc": bad, "training_iteration": 2})
+    searcher.on_trial_complete("only", result={"acc": bad, "step": 2, "training_iteration": 2})
     frozen = searcher.study.trials[0]
     assert frozen.state == TrialState.PRUNED
     assert frozen.intermediate_values == {1: 0.3} and frozen.value == 0.3
@@ -190,15 +194,16 @@ def test_multi_objective_never_prunes() -> None:
     searcher.suggest("mo")
     result = {"acc": float("nan"), "loss": 1.0, "training_iteration": 1}
     assert scheduler.on_trial_result(None, trial, result) == TrialScheduler.CONTINUE
-    searcher.on_trial_complete("mo", result={"acc": 0.7, "loss": 0.2, "training_iteration": 3})
+    searcher.on_trial_complete("mo", result={"acc": 0.7, "loss": 0.2, "completed": True})
     assert searcher.study.trials[0].state == TrialState.COMPLETE
     assert searcher.study.trials[0].values == [0.7, 0.2]
 
 
 @pytest.mark.parametrize(
     "result, error",
-    [(None, True), ({"loss": 1.0}, False), ({"acc": float("nan")}, False), (None, False)],
-    ids=["raised", "no-metric", "nan-at-the-end", "removed-while-pending"],
+    [(None, True), ({"loss": 1.0, "completed": True}, False),
+     ({"acc": float("nan"), "completed": True}, False), (None, False), ({"failed": "x"}, False)],
+    ids=["raised", "no-metric", "nan-at-the-end", "removed-while-pending", "bad-config"],
 )
 def test_outcomes_without_a_value_fail(result: dict | None, error: bool) -> None:
     searcher, _, _ = _one_trial()
@@ -234,7 +239,7 @@ def test_searcher_restores_from_its_checkpoint(tmp_path: Path) -> None:
 
     first = make()
     configs = {tid: first.suggest(tid) for tid in ("a", "b", "c")}
-    first.on_trial_complete("a", result={"acc": 0.8})
+    first.on_trial_complete("a", result={"acc": 0.8, "completed": True})
     scheduler = OptunaPrunerScheduler(first)
     scheduler.on_trial_result(None, Trial("x", trial_id="b", stub=True),
                               {"acc": 0.7, "training_iteration": 1})
@@ -250,9 +255,9 @@ def test_searcher_restores_from_its_checkpoint(tmp_path: Path) -> None:
     decision = scheduler.on_trial_result(None, Trial("x", trial_id="b", stub=True),
                                          {"acc": 0.2, "training_iteration": 2})
     assert decision == TrialScheduler.STOP
-    second.on_trial_complete("b", result={"acc": 0.2})
+    second.on_trial_complete("b", result={"acc": 0.2, "step": 2})
     for tid in ("c", "d"):
-        second.on_trial_complete(tid, result={"acc": 0.6})
+        second.on_trial_complete(tid, result={"acc": 0.6, "completed": True})
     study = optuna.load_study(study_name="resume", storage=url)
     states = {t.user_attrs[TUNE_ID_ATTR]: (t.state, t.value) for t in study.trials}
     assert states == {
@@ -384,7 +389,7 @@ def _curve_trainable(config: dict) -> None:
     level = 1.0 - config["student.dropout"]
     diverges = config["distill.lambda_st"] == 1.0 and config["student.dropout"] == 0.5
     for step in range(1, 9):
-        metrics = {"step": step}
+        metrics = {"step": step, "completed": step == 8}
         if step > 2:
             score = level * (1.0 - 0.6 ** (step - 2))
             metrics["score"] = float("nan") if diverges and step >= 4 else score
