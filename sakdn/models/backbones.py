@@ -224,7 +224,8 @@ def load_weights(backbone: Backbone, resolved: ResolvedWeights, native: nn.Modul
 
 def _does_not_fit(backbone: Backbone, resolved: ResolvedWeights, problem: str) -> ConfigError:
     where = f"{resolved.path} " if resolved.from_torchvision else ""
-    return ConfigError(resolved.key, resolved.spec, f"{where}does not fit {backbone.name}: {problem}")
+    return ConfigError(resolved.key, resolved.spec,
+                       f"{where}does not fit {backbone.name}: {problem}")
 
 
 def _mismatch(want: Mapping[str, Tensor], got: Mapping[str, Tensor]) -> str:

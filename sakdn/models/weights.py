@@ -218,13 +218,15 @@ def read_state_dict(resolved: ResolvedWeights) -> Mapping[str, Tensor]:
 def _load(path: Path, resolved: ResolvedWeights) -> Mapping[str, Tensor]:
     key, value = resolved.key, resolved.spec
     where = f"{path}: " if resolved.from_torchvision else ""
-    refetch = f"; stage it again with `{resolved.fetch_command}`" if resolved.from_torchvision else ""
+    refetch = (f"; stage it again with `{resolved.fetch_command}`" if resolved.from_torchvision
+               else "")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(key, value, f"{where}file not found") from None
     except Exception as err:  # unpickling errors come in many types
-        raise ConfigError(key, value, f"{where}not a torch state-dict file: {err}{refetch}") from None
+        raise ConfigError(key, value,
+                          f"{where}not a torch state-dict file: {err}{refetch}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -118,7 +118,8 @@ def test_a_search_submitted_as_a_ray_job_succeeds(tiny_dataset: Path, tmp_path: 
         kill_processes_under(str(ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
-    study = optuna.load_study(study_name="synthetic_smoke", storage=f"sqlite:///{store / 'optuna.db'}")
+    study = optuna.load_study(study_name="synthetic_smoke",
+                              storage=f"sqlite:///{store / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

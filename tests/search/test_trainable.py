@@ -77,7 +77,8 @@ def test_every_epoch_is_reported_on_one_monotone_step(base, tmp_path, monkeypatc
     results = fake.results
     assert len(results) == teacher_epochs + student_epochs  # the last one carries the summary
     assert [r["step"] for r in results] == list(range(1, teacher_epochs + student_epochs + 1))
-    assert [r["stage"] for r in results] == ["teacher"] * teacher_epochs + ["student"] * student_epochs
+    stages = ["teacher"] * teacher_epochs + ["student"] * student_epochs
+    assert [r["stage"] for r in results] == stages
     # pruners see student epochs only, numbered from 1 whatever the teacher stage's length
     assert [r.get("prune_step") for r in results] == [None] * teacher_epochs + list(
         range(1, student_epochs + 1)
