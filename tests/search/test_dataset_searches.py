@@ -6,8 +6,8 @@ Bayer PGM frame folders, MMAct CSVs + mp4 clips, with their quirks), takes the s
 ``experiments/<dataset>.yaml`` as it is, appends a ``search:`` section (the shipped files are
 training configurations only) and shrinks only the sizes with ``--set``: small_cnn backbones
 from scratch, 16-px GAF images, 32-px frames, 1 teacher + 2 student epochs, one-hot class
-vectors instead of GloVe. The real CLI then runs a two-trial search in a subprocess, with embedded loopback Ray
-and SQLite MLflow / Optuna stores in ``tmp_path``.
+vectors instead of GloVe. The real CLI then runs a two-trial search in a subprocess, with
+embedded loopback Ray and SQLite MLflow / Optuna stores in ``tmp_path``.
 
 What each test proves: the exit status is 0; MLflow holds one FINISHED parent run and two
 FINISHED child runs with ``student/val_acc`` and the dataset's per-sensor teacher metrics;
