@@ -3,9 +3,9 @@ r"""Segment-based RGB-video student (method doc §5).
 Per frame s of a clip: f_s = W · Dropout(GAP(backbone(x_s))) ∈ R^D (the student's "fc1"; W
 initialised N(0, 0.001²), bias 0, as in the reference, when a pretrained backbone is loaded).
 Clip semantic vector v = (1/S) Σ_s f_s (matched to the teachers' fc2 by the SP loss); logits
-o = consensus(f_1 … f_S) (``avg`` or ``trn``, see ``consensus.py``). GSDM maps are the five backbone stage outputs averaged over the S
-segments, kept in autograd (the reference detached them, so its GSDM term had no gradient —
-method doc §8 P2).
+o = consensus(f_1 … f_S) (``avg`` or ``trn``, see ``consensus.py``). GSDM maps are the five
+backbone stage outputs averaged over the S segments, kept in autograd (the reference detached
+them, so its GSDM term had no gradient — method doc §8 P2).
 
 Partial BN (TSN): in train mode every BatchNorm except the first runs in eval mode (running
 statistics fixed) and its affine parameters are frozen; only the first BN adapts to the data.
