@@ -198,13 +198,10 @@ def setup(args: argparse.Namespace) -> tuple[ExperimentConfig, DataBundle]:
 
     params = dict(classes=8, subjects=args.subjects, repetitions=args.repetitions,
                   frame_size=64, duration=2.0)
-    overrides = {}
     if args.quick:
-        params.update(classes=3, frame_size=32, duration=1.0)
-        overrides = {"gaf.image_size": 16, "data.frame_size": 32, "student.segments": 2,
-                     "student.width": 4, "teacher.width": 4, "student.batch_size": 4,
-                     "teacher.batch_size": 4, "student.consensus": "avg"}
-    root = harness.synthetic(args.workdir, **params)
+        root, overrides = harness.tiny(args.workdir), harness.quick_sizes()
+    else:
+        root, overrides = harness.synthetic(args.workdir, **params), {}
     overrides.update({"data.root": str(root), "data.cache_dir": str(Path(args.workdir) / "cache"),
                       "data.num_workers": args.workers, "train.progress": False,
                       "train.num_threads": args.threads, "train.device": args.device})

@@ -79,10 +79,8 @@ def main() -> None:
     overrides = {"train.progress": False, "data.cache_dir": str(work / "cache"),
                  "teacher.epochs": 1 if args.quick else args.teacher_epochs}
     if args.quick:
-        root = harness.synthetic(work, classes=3, subjects=4, repetitions=2, frame_size=32,
-                                 duration=1.0)
-        overrides.update({"data.root": str(root), "student.width": 8, "teacher.width": 8,
-                          "student.segments": 2, "student.batch_size": 4, "gaf.image_size": 16})
+        overrides.update({"data.root": str(harness.tiny(work)), **harness.quick_sizes(),
+                          "student.width": 8, "teacher.width": 8})
     base = load_config(args.experiment, overrides)
     ctx = RunContext(torch.device("cpu"), False, False, 0, False, log=lambda m: None)
     bundle = build_data(base)

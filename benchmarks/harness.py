@@ -24,6 +24,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO / "runs" / "bench"
+SMOKE = REPO / "experiments" / "synthetic_smoke.yaml"  # what --quick trains (as the tests do)
+QUICK_KEYS = ("data.frame_size", "gaf.image_size", "student.segments", "student.consensus",
+              "student.width", "teacher.width", "student.batch_size", "teacher.batch_size")
 
 # What run_search sets for an embedded Ray, plus what the tests set: loopback-only Ray, no
 # usage reporting, no token files, no hub downloads.
@@ -144,6 +147,21 @@ def synthetic(workdir: str | Path, **params: Any) -> Path:
 
     name = "synthetic_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
     return ensure_synthetic(Path(workdir) / "data" / name, **params)
+
+
+def tiny(workdir: str | Path) -> Path:
+    """The smoke experiment's tiny dataset (``PRESETS["tiny"]``), what every --quick run reads."""
+    from sakdn.data.synthetic import PRESETS
+
+    return synthetic(workdir, **PRESETS["tiny"])
+
+
+def quick_sizes() -> dict[str, Any]:
+    """The smoke experiment's network and input sizes (``QUICK_KEYS``): --quick's settings."""
+    from sakdn.config import load_config
+
+    flat = load_config(SMOKE).to_flat()
+    return {k: flat[k] for k in QUICK_KEYS}
 
 
 def snapshot(workdir: str | Path, experiment: str | Path,

@@ -78,8 +78,7 @@ def config_for(args: argparse.Namespace, root: str) -> ExperimentConfig:
     keys = {"data.root": root, "train.progress": False, "train.num_threads": args.threads,
             "teacher.epochs": 1, "student.epochs": 1, "train.device": "cpu"}
     if args.quick:
-        keys.update({"data.frame_size": 32, "gaf.image_size": 16, "student.segments": 2,
-                     "student.consensus": "avg", "student.width": 4, "teacher.width": 4})
+        keys.update(harness.quick_sizes())
     return load_config(args.config, keys)
 
 
@@ -140,8 +139,9 @@ def run_child(args: argparse.Namespace, mode: str, root: Path) -> dict[str, Any]
 
 def dataset(args: argparse.Namespace, subjects: int) -> Path:
     if args.quick:
-        return harness.synthetic(args.workdir, classes=3, subjects=subjects, repetitions=2,
-                                 frame_size=32, duration=1.0)
+        from sakdn.data.synthetic import PRESETS
+
+        return harness.synthetic(args.workdir, **{**PRESETS["tiny"], "subjects": subjects})
     return harness.synthetic(args.workdir, classes=8, subjects=subjects, repetitions=4,
                              frame_size=64, duration=2.0)
 

@@ -67,8 +67,7 @@ def parse_args() -> argparse.Namespace:
 def short_overrides(args: argparse.Namespace, storage: Path,
                     space: dict[str, str]) -> dict[str, Any]:
     if args.quick:
-        root = harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
-                                 frame_size=32, duration=1.0)
+        root = harness.tiny(args.workdir)
     else:
         root = harness.synthetic(args.workdir, classes=4, subjects=8, repetitions=4,
                                  frame_size=32, duration=1.5)
@@ -82,8 +81,7 @@ def short_overrides(args: argparse.Namespace, storage: Path,
         "search.scheduler": "fifo",
     }
     if args.quick:
-        keys.update({"gaf.image_size": 16, "student.width": 4, "teacher.width": 4,
-                     "student.segments": 2, "student.batch_size": 4, "teacher.batch_size": 4})
+        keys.update(harness.quick_sizes())
     for item in args.set:
         key, _, value = item.partition("=")
         keys[key.strip()] = value

@@ -125,8 +125,7 @@ def parse_args() -> argparse.Namespace:
 
 def dataset(args: argparse.Namespace) -> Path:
     if args.quick:
-        return harness.synthetic(args.workdir, classes=3, subjects=4, repetitions=2,
-                                 frame_size=32, duration=1.0)
+        return harness.tiny(args.workdir)
     # 4 classes (two video-confusable pairs) × 12 subjects × 4 repetitions, 32-px frames: the
     # cross-subject split trains on 6 subjects, of which 2 are carved out for validation: 64
     # training and 32 validation clips (a target of 1.0 is 32 of 32).
@@ -146,8 +145,7 @@ def overrides(args: argparse.Namespace, root: Path, storage: Path,
         "search.log_models": "false",
     }
     if args.quick:
-        keys.update({"gaf.image_size": 16, "student.segments": 2, "student.width": 4,
-                     "teacher.width": 4, "student.batch_size": 4, "teacher.batch_size": 4})
+        keys.update(harness.quick_sizes())
     for item in args.set:
         key, _, value = item.partition("=")
         keys[key.strip()] = value

@@ -33,12 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: synthesise, check, preprocess")
     dsub = data.add_subparsers(dest="data_command", required=True)
     synth = dsub.add_parser("synth", help="write the synthetic dataset in the UTD-MHAD layout")
-    synth.add_argument("--out", required=True, type=Path)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--classes", type=int, default=8)
-    synth.add_argument("--subjects", type=int, default=16)
-    synth.add_argument("--repetitions", type=int, default=4)
-    synth.add_argument("--frame-size", type=int, default=64)
+    synth.add_argument("--out", required=True, type=Path, help="new (or empty) folder")
+    synth.add_argument("--preset", choices=("default", "tiny"), default="default",
+                       help="default: what experiments/synthetic.yaml reads; tiny: 3 classes, 4 "
+                       "subjects, 2 repetitions of 1 s at 32 px (the smoke experiment, tests)")
+    synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    synth.add_argument("--classes", type=int, help="gesture classes, 2-12")
+    synth.add_argument("--subjects", type=int, help="subjects (odd ones train, even ones test)")
+    synth.add_argument("--repetitions", type=int, help="recordings per subject and class")
+    synth.add_argument("--frame-size", type=int, help="video side in pixels")
+    synth.add_argument("--duration", type=float, help="seconds per recording")
     for name, text in (("check", "validate a dataset tree"), ("prepare", "build the cache")):
         q = dsub.add_parser(name, help=text)
         q.add_argument("--dataset", required=True)
@@ -181,12 +185,13 @@ def cmd_train(args) -> int:
 
 def cmd_data(args) -> int:
     if args.data_command == "synth":
-        from sakdn.data.synthetic import write_synthetic
+        from sakdn.data.synthetic import PRESETS, write_synthetic
 
-        out = write_synthetic(
-            args.out, seed=args.seed, classes=args.classes, subjects=args.subjects,
-            repetitions=args.repetitions, frame_size=args.frame_size,
-        )
+        given = {"classes": args.classes, "subjects": args.subjects,
+                 "repetitions": args.repetitions, "frame_size": args.frame_size,
+                 "duration": args.duration}
+        options = {**PRESETS[args.preset], **{k: v for k, v in given.items() if v is not None}}
+        out = write_synthetic(args.out, seed=args.seed, **options)
         print(f"wrote {out}")
         return 0
     from sakdn.data.check import check_dataset, prepare_dataset

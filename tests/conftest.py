@@ -17,3 +17,14 @@ import torch  # noqa: E402
 
 # Two shared cores: one torch thread per test process keeps timings stable.
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """The tiny synthetic dataset (``tests/tiny.py``), written once per session."""
+    from tests.tiny import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("data") / "tiny")

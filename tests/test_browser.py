@@ -21,7 +21,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.conftest import REPO, SMOKE, tiny_dataset  # noqa: F401 (fixture)
+from tests.processes import stop_group
+from tests.tiny import REPO, SMOKE
 
 pytestmark = [
     pytest.mark.integration,
@@ -71,7 +71,7 @@ def to_docs(shot: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def searched(tiny_dataset, tmp_path_factory):  # noqa: F811 (the imported fixture)
+def searched(tiny_root, tmp_path_factory):  # noqa: F811 (the imported fixture)
     """The finished search (``SearchResult``) and what it printed."""
     from sakdn.search.run import run_search
 
@@ -79,7 +79,7 @@ def searched(tiny_dataset, tmp_path_factory):  # noqa: F811 (the imported fixtur
     space = tmp / "space.yaml"
     space.write_text(SPACE)
     overrides = [
-        f"data.root={tiny_dataset}", f"search.storage_path={tmp / 'store'}",
+        f"data.root={tiny_root}", f"search.storage_path={tmp / 'store'}",
         f"search.space={space}", "search.name=browser", "search.num_samples=3",
         # seed 0 draws student.epochs 1, 1, 3: two trials complete, one is pruned
         "search.sampler=random", "search.seed=0",
@@ -146,13 +146,7 @@ def mlflow_server(searched, tmp_path_factory):
             time.sleep(1)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)  # the server and the workers it started
         log.close()
 
 
@@ -322,19 +316,29 @@ def test_the_optuna_dashboard_of_a_finished_search_lists_its_trials(
         local = [line.split()[1] for line in listening if line.split()[3] == "0A"]  # LISTEN
         assert f"0100007F:{port:04X}" in local  # 127.0.0.1 only
         assert f"00000000:{port:04X}" not in local
+        import json
+
+        import optuna
+
+        with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as r:
+            studies = json.loads(r.read())["study_summaries"]
+        study_id = next(st["study_id"] for st in studies if st["study_name"] == result.study_name)
+        trials = optuna.load_study(study_name=result.study_name,
+                                   storage=result.study_storage).trials
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{url}/dashboard/")
-        page.get_by_text(result.study_name, exact=True).first.wait_for(timeout=60_000)
-        page.get_by_text(result.study_name, exact=True).first.click()
-        page.get_by_text("Trials", exact=True).first.wait_for(timeout=60_000)
-        page.goto(page.url.rstrip("/") + "/trial-table")
-        page.get_by_text("PRUNED").first.wait_for(timeout=60_000)
-        assert page.get_by_text("COMPLETE").count() >= 1
+        page.get_by_text(result.study_name).first.wait_for(timeout=60_000)  # the study list
+        page.goto(f"{url}/dashboard/studies/{study_id}/trials")
+        page.get_by_text(f"{len(trials)} Trials").first.wait_for(timeout=60_000)
+        for t in trials:  # every trial, with the state it ended in
+            page.get_by_text(f"Trial {t.number}", exact=True).first.wait_for(timeout=10_000)
+        states = {t.state.name.capitalize() for t in trials}
+        assert states == {"Complete", "Pruned"}
+        for state in states:
+            assert page.get_by_text(state, exact=True).count() >= 1
         page.screenshot(path=tmp_path / "optuna-dashboard.png")
         to_docs(tmp_path / "optuna-dashboard.png", "optuna-dashboard.png")
         page.close()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_group(proc)
         log.close()

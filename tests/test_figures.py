@@ -29,6 +29,7 @@ from sakdn.figures import (
     write_trial_figures,
 )
 from sakdn.train import load_student, load_teachers, train
+from tests.tiny import tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -40,26 +41,13 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
-    base = {
-        "data.root": str(root), "data.frame_size": 32, "data.cache_dir": str(tmp / "cache"),
-        "gaf.image_size": 16, "teacher.width": 8, "teacher.epochs": 2, "teacher.batch_size": 4,
-        "student.width": 8, "student.segments": 2, "student.epochs": 2,
-        "student.batch_size": 4, "student.augment": False, "train.progress": False,
-    }
-    base.update(overrides)
-    return ExperimentConfig().replace(base)
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, ExperimentConfig]:
-    """A trained tiny run (3 classes, 2 sensors) and its config."""
-    from sakdn.data.synthetic import write_synthetic
-
+def finished_run(tiny_root, tmp_path_factory) -> tuple[Path, ExperimentConfig]:
+    """A trained tiny run (3 classes, 2 sensors) and its config: the smoke configuration with
+    8-channel networks (at 4 channels an untrained student's first map can be all zero)."""
     tmp = tmp_path_factory.mktemp("figures")
-    root = write_synthetic(tmp / "tiny", classes=3, subjects=4, repetitions=2, frame_size=32,
-                           duration=1.0)
-    config = tiny_config(root, tmp)
+    config = tiny_config(tiny_root, tmp, **{"teacher.width": 8, "student.width": 8,
+                                             "teacher.epochs": 2})
     train(config, workdir=tmp / "run", log=lambda m: None)
     return tmp / "run", config
 

@@ -58,6 +58,13 @@ GRAVITY = 9.80665  # m/s², one g
 VERSION = 4  # bump when the generator's output changes for the same parameters
 OMIT = ("a2_s3_t4",)  # dropped like UTD-MHAD's corrupt recordings (when inside the grid)
 
+# Named parameter sets of write_synthetic: "tiny" is the smoke experiment's dataset
+# (experiments/synthetic_smoke.yaml), the one tests and quick benchmarks train on.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {"classes": 3, "subjects": 4, "repetitions": 2, "frame_size": 32, "duration": 1.0},
+}
+
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: sakdn synthetic generator"
 
 

@@ -1,32 +1,23 @@
-"""Fixtures for the search tests: a tiny synthetic dataset (once per session) and the
-overrides that turn ``experiments/synthetic_smoke.yaml`` into a search inside ``tmp_path``."""
+"""Fixtures for the search tests: the overrides that turn ``experiments/synthetic_smoke.yaml``
+into a search of the tiny dataset (``tiny_root``, tests/conftest.py) inside ``tmp_path``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "experiments" / "synthetic_smoke.yaml"
+from tests.tiny import REPO
+
 SMOKE_SPACE = REPO / "search_spaces" / "smoke.yaml"
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """3 classes × 4 subjects × 2 repetitions of 1 s, 32-px frames (written in ~2 s)."""
-    from sakdn.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    return write_synthetic(root, classes=3, subjects=4, repetitions=2, frame_size=32,
-                           duration=1.0)
-
-
 @pytest.fixture
-def smoke_overrides(tiny_dataset: Path, tmp_path: Path) -> list[str]:
+def smoke_overrides(tiny_root: Path, tmp_path: Path) -> list[str]:
     """``--set`` items: the tiny dataset, storage in ``tmp_path``, the space by absolute path."""
     return [
-        f"data.root={tiny_dataset}",
+        f"data.root={tiny_root}",
         f"search.storage_path={tmp_path / 'store'}",
         f"search.space={SMOKE_SPACE}",
     ]
@@ -46,3 +37,14 @@ def search_env(monkeypatch) -> None:
                         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
         monkeypatch.setenv(name, value)  # tracking.configure_http's values, undone afterwards
+
+
+def process_env(ray_tmp: Path) -> dict[str, str]:
+    """The environment of a search run as a subprocess: loopback Ray in ``ray_tmp``, no token,
+    no tracking URI or Ray address inherited."""
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    return env

@@ -17,16 +17,17 @@ import pytest
 
 from sakdn import ablation, stats
 from sakdn.errors import ConfigError
-from tests.search.conftest import REPO, SMOKE
-from tests.search.test_resume import _env, kill_processes_under
+from tests.tiny import REPO, SMOKE
+from tests.processes import kill_processes_under
+from tests.search.conftest import process_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VARIANTS = ["CE + ST", "full SAKDN"]  # + CE only and the control: 4 variants
 
 
-def _overrides(tiny_dataset: Path, tmp_path: Path) -> list[str]:
-    return [f"data.root={tiny_dataset}", f"search.storage_path={tmp_path / 'store'}",
+def _overrides(tiny_root: Path, tmp_path: Path) -> list[str]:
+    return [f"data.root={tiny_root}", f"search.storage_path={tmp_path / 'store'}",
             "search.max_concurrent_trials=2"]
 
 
@@ -39,11 +40,11 @@ def _children(store: Path, name: str):
 
 @pytest.mark.timeout(1200)
 def test_an_ablation_runs_the_grid_shares_teachers_and_tables_its_runs(
-    tiny_dataset, tmp_path, search_env
+    tiny_root, tmp_path, search_env
 ) -> None:
     from sakdn.search.ablate import run_ablation
 
-    overrides = _overrides(tiny_dataset, tmp_path)
+    overrides = _overrides(tiny_root, tmp_path)
     table = run_ablation(SMOKE, seeds=2, variants=VARIANTS, overrides=overrides)
     store = tmp_path / "store"
     name = "synthetic_smoke_ablation"
@@ -77,27 +78,27 @@ def test_an_ablation_runs_the_grid_shares_teachers_and_tables_its_runs(
     assert ablation.to_csv(again) == ablation.to_csv(table)
 
 
-def test_the_ablation_refuses_search_keys_it_sets_itself(tiny_dataset, tmp_path) -> None:
+def test_the_ablation_refuses_search_keys_it_sets_itself(tiny_root, tmp_path) -> None:
     from sakdn.search.ablate import ablation_files
 
     with pytest.raises(ConfigError, match="set by sakdn ablate"):
-        ablation_files(SMOKE, 2, None, [*_overrides(tiny_dataset, tmp_path),
+        ablation_files(SMOKE, 2, None, [*_overrides(tiny_root, tmp_path),
                                         "search.pruner=median"])
     with pytest.raises(ConfigError, match="--seeds"):
-        ablation_files(SMOKE, 1, None, _overrides(tiny_dataset, tmp_path))
+        ablation_files(SMOKE, 1, None, _overrides(tiny_root, tmp_path))
 
 
 @pytest.mark.timeout(1500)
-def test_a_killed_ablation_resumes_without_repeating_finished_runs(tiny_dataset, tmp_path):
+def test_a_killed_ablation_resumes_without_repeating_finished_runs(tiny_root, tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="ska", dir="/tmp"))
     store = tmp_path / "store"
     command = [sys.executable, "-m", "sakdn.cli", "ablate", str(SMOKE), "--seeds", "2",
                "--variants", "full SAKDN",
-               *[x for item in _overrides(tiny_dataset, tmp_path) for x in ("--set", item)]]
+               *[x for item in _overrides(tiny_root, tmp_path) for x in ("--set", item)]]
     name = "synthetic_smoke_ablation"
     try:
         with open(tmp_path / "first.log", "w") as out:
-            driver = subprocess.Popen(command, cwd=REPO, env=_env(ray_tmp), stdout=out,
+            driver = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.time() + 900
             while True:  # kill once two runs are complete and the grid is not
@@ -113,7 +114,7 @@ def test_a_killed_ablation_resumes_without_repeating_finished_runs(tiny_dataset,
             kill_processes_under(str(ray_tmp))
         finished = {r.info.run_id: r.data.metrics["student/test_acc"] for r in done}
         assert len(finished) < 6
-        resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=_env(ray_tmp),
+        resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=process_env(ray_tmp),
                                  capture_output=True, text=True, timeout=1200)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         runs = _children(store, name)

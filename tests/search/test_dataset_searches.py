@@ -19,7 +19,6 @@ overridden.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +31,9 @@ import numpy as np
 import pytest
 
 from tests.data.fixtures import write_berkeley, write_mmact, write_utd
-from tests.search.conftest import REPO, SMOKE_SPACE
-from tests.search.test_resume import kill_processes_under
+from tests.processes import kill_processes_under
+from tests.search.conftest import SMOKE_SPACE, process_env
+from tests.tiny import REPO
 
 pytestmark = [
     pytest.mark.integration,
@@ -135,12 +135,6 @@ search:
     return path
 
 
-def _env(ray_tmp: Path) -> dict[str, str]:
-    """``search_env``'s environment plus a private Ray temp dir (what the test kills after)."""
-    return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1",
-            "RAY_USAGE_STATS_ENABLED": "0"}
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_search_runs_on_a_fixture_tree_of_the_dataset(
@@ -161,8 +155,8 @@ def test_a_search_runs_on_a_fixture_tree_of_the_dataset(
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="skd", dir="/tmp"))  # short: Ray's socket paths
     try:
-        done = subprocess.run(command, cwd=tmp_path, env=_env(ray_tmp), capture_output=True,
-                              text=True, timeout=540)
+        done = subprocess.run(command, cwd=tmp_path, env=process_env(ray_tmp),
+                              capture_output=True, text=True, timeout=540)
     finally:
         kill_processes_under(str(ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)

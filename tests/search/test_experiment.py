@@ -11,7 +11,7 @@ import yaml
 from sakdn.config import load_config, parse_overrides
 from sakdn.errors import ConfigError
 from sakdn.search.experiment import load_search, read_experiment
-from tests.search.conftest import REPO, SMOKE
+from tests.tiny import REPO, SMOKE
 
 
 def _write(tmp_path: Path, search: dict, name: str = "exp.yaml") -> Path:

@@ -64,9 +64,9 @@ def test_a_ranged_preprocessing_key_builds_only_the_experiments_variant() -> Non
     assert variants(base, space) == [base]
 
 
-def test_caches_are_built_once_per_variant(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_caches_are_built_once_per_variant(tiny_root: Path, tmp_path: Path) -> None:
     base = ExperimentConfig().replace({
-        "data.root": str(tiny_dataset), "data.cache_dir": str(tmp_path / "cache"),
+        "data.root": str(tiny_root), "data.cache_dir": str(tmp_path / "cache"),
         "data.frame_size": 32, "gaf.image_size": 16, "semantics.provider": "none",
         "train.progress": False,
     })

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.conftest import REPO
-from tests.search.test_resume import kill_processes_under
+from tests.tiny import REPO
+from tests.processes import kill_processes_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def _ray(*args: str, env: dict, timeout: float = 120, **kw) -> subprocess.Comple
 
 
 @pytest.mark.timeout(1200)
-def test_a_search_submitted_as_a_ray_job_succeeds(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_a_search_submitted_as_a_ray_job_succeeds(tiny_root: Path, tmp_path: Path) -> None:
     import optuna
     from mlflow import MlflowClient
 
@@ -91,7 +91,7 @@ def test_a_search_submitted_as_a_ray_job_succeeds(tiny_dataset: Path, tmp_path: 
             "job", "submit", "--address", address, "--submission-id", job_id,
             "--working-dir", ".", "--",
             "sakdn", "search", "experiments/synthetic_smoke.yaml",
-            "--set", f"data.root={tiny_dataset}", "--set", f"search.storage_path={store}",
+            "--set", f"data.root={tiny_root}", "--set", f"search.storage_path={store}",
             "--set", "search.num_samples=2",
             env=env, cwd=REPO, timeout=900,
         )

@@ -20,7 +20,7 @@ DIVERGED = "student stage diverged at epoch 1: loss term 'st' = nan"
 
 
 def test_the_readers_find_what_the_writers_wrote(
-    tiny_dataset: Path, tmp_path: Path, monkeypatch
+    tiny_root: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from mlflow.entities import Metric
 
@@ -30,10 +30,11 @@ def test_the_readers_find_what_the_writers_wrote(
     from sakdn.search.callbacks import finish_trial_run, trial_end
     from sakdn.search.final import best_of
     from sakdn.search.trainable import read_ticket
-    from tests.search.conftest import SMOKE, SMOKE_SPACE
+    from tests.search.conftest import SMOKE_SPACE
+    from tests.tiny import SMOKE
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    p = run.prepare(SMOKE, [f"data.root={tiny_dataset}", f"search.space={SMOKE_SPACE}",
+    p = run.prepare(SMOKE, [f"data.root={tiny_root}", f"search.space={SMOKE_SPACE}",
                             f"search.storage_path={tmp_path / 'store'}", "search.name=records"])
     parts = run._build_parts(p)
     tracking = run._open_tracking(p, resume=False)

@@ -15,36 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.conftest import REPO, SMOKE
+from tests.processes import kill_processes_under
+from tests.search.conftest import process_env
+from tests.tiny import REPO, SMOKE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAMPLES = 4
-
-
-def _env(ray_tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
-    return env
-
-
-def kill_processes_under(marker: str) -> None:
-    """SIGKILL the processes whose command line names ``marker`` (our Ray temp dir only)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def _states(storage: str, name: str) -> list[str]:
@@ -72,7 +49,7 @@ def test_a_killed_driver_resumes_to_exactly_num_samples_trials(
     log = tmp_path / "first.log"
     try:
         with open(log, "w") as out:
-            driver = subprocess.Popen(command, cwd=REPO, env=_env(ray_tmp), stdout=out,
+            driver = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.time() + 600
             while "COMPLETE" not in _states(storage, "synthetic_smoke"):
@@ -85,7 +62,7 @@ def test_a_killed_driver_resumes_to_exactly_num_samples_trials(
         before = _states(storage, "synthetic_smoke")
         assert "COMPLETE" in before and len(before) < SAMPLES + 1
 
-        resumed = subprocess.run(command + ["--resume"], cwd=REPO, env=_env(ray_tmp),
+        resumed = subprocess.run(command + ["--resume"], cwd=REPO, env=process_env(ray_tmp),
                                  capture_output=True, text=True, timeout=900)
         assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sakdn.config import all_keys, from_flat, parse_value
-from tests.search.conftest import SMOKE
+from tests.tiny import SMOKE
 
 pytestmark = [
     pytest.mark.integration,
@@ -21,7 +21,7 @@ def _typed(params: dict[str, str]) -> dict:
 
 @pytest.mark.timeout(900)
 def test_a_search_tracks_every_trial_and_its_best_trains_the_final_model(
-    smoke_overrides, search_env, tiny_dataset, tmp_path
+    smoke_overrides, search_env, tiny_root, tmp_path
 ) -> None:
     import mlflow
     import optuna
@@ -45,7 +45,7 @@ def test_a_search_tracks_every_trial_and_its_best_trains_the_final_model(
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert set(parent.data.params) == set(all_keys())
-    assert parent.data.params["data.root"] == str(tiny_dataset)
+    assert parent.data.params["data.root"] == str(tiny_root)
     assert parent.data.tags["sakdn.metric"] == "student/best_val_acc"
     assert "sakdn.version.torch" in parent.data.tags
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}

@@ -15,7 +15,7 @@ import pytest
 from sakdn.config import load_config, parse_overrides
 from sakdn.errors import TrialDiverged
 from sakdn.search import trainable as tb
-from tests.search.conftest import SMOKE
+from tests.tiny import SMOKE
 
 
 class FakeTune:
@@ -54,8 +54,8 @@ class FakeTune:
 
 
 @pytest.fixture
-def base(tiny_dataset: Path) -> dict:
-    config = load_config(SMOKE, parse_overrides([f"data.root={tiny_dataset}"]))
+def base(tiny_root: Path) -> dict:
+    config = load_config(SMOKE, parse_overrides([f"data.root={tiny_root}"]))
     return config.replace({"train.progress": False}).to_flat()
 
 

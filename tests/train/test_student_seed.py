@@ -14,25 +14,11 @@ import torch
 
 from sakdn.config import ExperimentConfig
 from sakdn.train import train
+from tests.tiny import tiny_config
 
 
-def _config(root: Path, cache: Path) -> ExperimentConfig:
-    return ExperimentConfig().replace({
-        "data.root": str(root),
-        "data.frame_size": 32,
-        "data.cache_dir": str(cache),
-        "gaf.image_size": 16,
-        "teacher.width": 4,
-        "teacher.epochs": 2,
-        "teacher.batch_size": 4,
-        "student.width": 4,
-        "student.segments": 2,
-        "student.epochs": 2,
-        "student.batch_size": 4,
-        "student.partial_bn": False,
-        "train.seed": 3,
-        "train.progress": False,
-    })
+def _config(root: Path, tmp: Path) -> ExperimentConfig:
+    return tiny_config(root, tmp, **{"teacher.epochs": 2, "train.seed": 3})
 
 
 def _student_records(result) -> list[dict]:
@@ -40,7 +26,7 @@ def _student_records(result) -> list[dict]:
 
 
 def test_student_is_the_same_whether_teachers_were_trained_or_loaded(tiny_root, tmp_path):
-    config = _config(tiny_root, tmp_path / "cache")
+    config = _config(tiny_root, tmp_path)
     store = tmp_path / "store"
     trained = train(config, workdir=tmp_path / "trained", teacher_store=store, log=lambda m: None)
     loaded = train(config, workdir=tmp_path / "loaded", teacher_store=store, log=lambda m: None)

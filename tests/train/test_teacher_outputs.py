@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sakdn.config import ExperimentConfig
+from tests.tiny import tiny_config as smoke_config
 from sakdn.models.teacher import TeacherEnsemble
 from sakdn.train import train
 from sakdn.train.attention import gsdm_plan
@@ -21,16 +22,11 @@ from sakdn.train.teacher_store import TeacherOutputs, TeacherStore
 
 
 def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
-    base = {
-        "data.root": str(root), "data.frame_size": 64, "data.cache_dir": str(tmp / "cache"),
-        "gaf.image_size": 16, "teacher.width": 4, "teacher.epochs": 2, "teacher.batch_size": 4,
-        "teacher.lr": 1e-3, "student.width": 4, "student.segments": 2, "student.epochs": 3,
-        "student.batch_size": 4, "student.partial_bn": False, "student.augment": False,
-        "student.lr": 1e-2, "distill.ablation_weight": "graph", "train.progress": False,
-        "train.num_threads": 1,
-    }
-    base.update(overrides)
-    return ExperimentConfig().replace(base)
+    """The smoke configuration (tests/tiny.py) with 64-px frames (2×2 last student maps), two
+    teacher and three student epochs (the stored outputs are read in every one), graph GSDM."""
+    return smoke_config(root, tmp, **{
+        "data.frame_size": 64, "teacher.epochs": 2, "teacher.lr": 1e-3, "student.epochs": 3,
+        "student.lr": 1e-2, "distill.ablation_weight": "graph", **overrides})
 
 
 class TeacherCalls:

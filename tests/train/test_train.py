@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sakdn.config import ExperimentConfig
+from tests.tiny import tiny_config as smoke_config
 from sakdn.errors import TrialDiverged
 from sakdn.train import EpochReport, load_student, load_teachers, train
 from sakdn.train.attention import gsdm_plan
@@ -19,26 +20,8 @@ from sakdn.train.teacher_stage import build_teachers
 
 
 def tiny_config(root: Path, tmp: Path, **overrides) -> ExperimentConfig:
-    base = {
-        "data.root": str(root),
-        "data.frame_size": 32,
-        "data.cache_dir": str(tmp / "cache"),
-        "gaf.image_size": 16,
-        "teacher.width": 4,
-        "teacher.epochs": 2,
-        "teacher.batch_size": 4,
-        "teacher.lr": 1e-3,
-        "student.width": 4,
-        "student.segments": 2,
-        "student.epochs": 2,
-        "student.batch_size": 4,
-        "student.partial_bn": False,
-        "student.augment": False,
-        "train.progress": False,
-        "train.output_dir": str(tmp / "run"),
-    }
-    base.update(overrides)
-    return ExperimentConfig().replace(base)
+    """The smoke configuration (tests/tiny.py) with two teacher epochs at lr 1e-3."""
+    return smoke_config(root, tmp, **{"teacher.epochs": 2, "teacher.lr": 1e-3, **overrides})
 
 
 def quiet(_: str) -> None:
