@@ -23,6 +23,16 @@ def test_every_registered_backbone_has_an_expectation() -> None:
     assert set(list_backbones()) == set(EXPECTED) == set(BACKBONES)
 
 
+def test_the_config_offers_registered_backbones_only() -> None:
+    import dataclasses
+
+    from sakdn.config import StudentConfig, TeacherConfig
+
+    for section in (TeacherConfig, StudentConfig):
+        choices = {f.name: f.metadata for f in dataclasses.fields(section)}["backbone"]["choices"]
+        assert set(choices) <= set(BACKBONES)
+
+
 @pytest.mark.parametrize("name", list_backbones())
 def test_stage_shapes(name: str) -> None:
     channels, strides, side = EXPECTED[name]
