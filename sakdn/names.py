@@ -10,10 +10,22 @@ nothing here imports anything.
 from __future__ import annotations
 
 
+EXPERIMENT_KIND = "custom_model_development"  # the value of Tag.EXPERIMENT_KIND
+
+
+def trial_name(number: int) -> str:
+    """A trial's one name: the terminal, its MLflow run, the report and Optuna all say it."""
+    return f"trial {number}"
+
+
 class Tag:
     """MLflow tag names on a search's runs (docs/experiments.md, "MLflow")."""
 
     PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under the search's
+    RUN_NAME = "mlflow.runName"  # MLflow's own: the name its runs table shows
+    # MLflow's own, on experiments: its UI opens an experiment of this kind on its runs table,
+    # not on its GenAI (traces) view
+    EXPERIMENT_KIND = "mlflow.experimentKind"
     MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: shown in its UI
     ROLE = "sakdn.role"  # a Role value
     SEARCH = "sakdn.search"  # the search's name

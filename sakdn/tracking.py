@@ -48,13 +48,16 @@ from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from sakdn.config import DEFAULT_STORAGE
-from sakdn.names import Role, State, Tag
+from sakdn.names import EXPERIMENT_KIND, Role, State, Tag, trial_name
 from sakdn.tracking_auth import is_server, use_credentials
 
 logger = logging.getLogger(__name__)
 
-# The MLflow run status that goes with each final trial state.
-RUN_STATUS = {State.COMPLETE: "FINISHED", State.PRUNED: "KILLED", State.FAILED: "FAILED",
+# The MLflow run status that goes with each final trial state. A pruned trial did what a
+# search asks of it (the pruner stopped it by design; its curve up to there is valid), so its
+# run is FINISHED, not KILLED: MLflow's UI draws KILLED like a failure. Its run name says
+# "pruned" (trial_run_name), which the runs table always shows.
+RUN_STATUS = {State.COMPLETE: "FINISHED", State.PRUNED: "FINISHED", State.FAILED: "FAILED",
               State.STOPPED: "KILLED"}
 
 MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000  # MLflow's log_batch limits
@@ -101,17 +104,21 @@ def local_artifact_root(tracking_uri: str, storage_path: str | Path) -> str | No
 def ensure_experiment(mlflow: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The id of the MLflow experiment ``name``, created when missing (race-safe)."""
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        found = mlflow.get_experiment_by_name(name)  # created meanwhile by another process
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            experiment_id = mlflow.create_experiment(
+                name, artifact_location=artifact_location,
+                tags={Tag.EXPERIMENT_KIND: EXPERIMENT_KIND})
+            return experiment_id
+        except MlflowException:
+            found = mlflow.get_experiment_by_name(name)  # created meanwhile by another process
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow.restore_experiment(found.experiment_id)
+    if found.tags.get(Tag.EXPERIMENT_KIND) != EXPERIMENT_KIND:  # one made before, or by hand
+        mlflow.set_experiment_tag(found.experiment_id, Tag.EXPERIMENT_KIND, EXPERIMENT_KIND)
+    return found.experiment_id
 
 
 def _quote(value: str) -> str:
@@ -558,7 +565,7 @@ def trial_resolver(
                 mlflow.delete_tag(run.info.run_id, Tag.ERROR)
             log_batch(mlflow, run.info.run_id, tags=base)
             return run.info.run_id
-        name = f"trial-{optuna_trial:04d}" if optuna_trial is not None else tune_trial_id
+        name = trial_name(optuna_trial) if optuna_trial is not None else tune_trial_id
         created = mlflow.create_run(
             tracking.experiment_id, run_name=name,
             tags={Tag.PARENT_RUN: tracking.parent_run_id, **base},
@@ -568,10 +575,24 @@ def trial_resolver(
     return resolve
 
 
-def finish_run(mlflow: MlflowClient, run_id: str, state: str, error: str | None = None) -> None:
-    """Set a trial's final state tag (and error) and end its run with the matching status."""
+def trial_run_name(number: int | None, state: str) -> str | None:
+    """A trial run's name once it ended: its trial name, with the state unless COMPLETE (a
+    pruned run is FINISHED like a complete one, so its name is what tells them apart)."""
+    if number is None:
+        return None
+    name = trial_name(number)
+    return name if state == State.COMPLETE else f"{name} ({state.lower()})"
+
+
+def finish_run(mlflow: MlflowClient, run_id: str, state: str, error: str | None = None,
+               number: int | None = None) -> None:
+    """Set a trial's final state tag (and error), its name by state, and end its run with the
+    matching status."""
     tags = {Tag.STATE: state}
     if error:
         tags[Tag.ERROR] = error
+    name = trial_run_name(number, state)
+    if name:
+        tags[Tag.RUN_NAME] = name
     log_batch(mlflow, run_id, tags=tags)
     mlflow.set_terminated(run_id, status=RUN_STATUS.get(state, "KILLED"))

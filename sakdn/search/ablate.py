@@ -94,7 +94,9 @@ def run_ablation(
     from sakdn.search.run import run_search
 
     generated, items = ablation_files(experiment, seeds, variants, overrides)
-    result = run_search(generated, items, resume=resume, address=address)
+    command = _command(experiment, seeds, variants, overrides)
+    result = run_search(generated, items, resume=resume, address=address,
+                        resume_command=command)
     config = load_config(generated, parse_overrides(
         [o for o in items if not o.partition("=")[0].strip().startswith("search.")]))
     names = ablation.choose_variants(config, variants)
@@ -103,13 +105,23 @@ def run_ablation(
     out = Path(result.path) / "ablation"
     _write(table, out)
     if result.interrupted:
-        print(f"ablation interrupted: the table below holds the runs finished so far; continue "
-              f"with: sakdn ablate {experiment} --seeds {seeds} --resume"
-              + "".join(f" --set {o}" for o in overrides), flush=True)
+        print("ablation interrupted: the table below holds the runs finished so far", flush=True)
     print(ablation.to_text(table), flush=True)
     print(f"ablation table: {out / 'ablation.html'}", flush=True)
     _log(result.tracking_uri, result.name, out)
     return table
+
+
+def _command(experiment, seeds, variants, overrides) -> str:
+    """The command line that continues this ablation."""
+    import shlex
+
+    parts = ["sakdn", "ablate", str(experiment), "--seeds", str(seeds), "--resume"]
+    if variants:
+        parts += ["--variants", ",".join(variants)]
+    for item in overrides:
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _finished_runs(tracking_uri: str, search: str) -> list[dict[str, Any]]:

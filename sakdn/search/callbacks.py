@@ -4,8 +4,9 @@ The trainable logs params, metrics and models; only the driver knows how a trial
 (Tune stops a pruned trial's process without warning). A Tune callback therefore sets each
 child run's final state when Tune reports the trial complete or errored, by the one rule of
 ``sakdn.outcome`` (the searcher tells the Optuna study by the same rule, so both agree):
-``COMPLETE`` (run FINISHED), ``PRUNED`` (run KILLED: stopped early by the pruner or ASHA, or
-diverged, with the reason in ``sakdn.error``), ``FAILED`` (run FAILED, with the error).
+``COMPLETE`` (run FINISHED), ``PRUNED`` (run FINISHED, named "trial N (pruned)": stopped
+early by the pruner or ASHA, or diverged, with the reason in ``sakdn.error``), ``FAILED`` (run
+FAILED, with the error).
 
 States go through a retry queue, so a tracking outage delays them (``on_step_end`` retries
 with backoff) without stopping the search. :func:`close_children` runs when the search ends:
@@ -148,7 +149,7 @@ def finish_trial_run(mlflow: Any, tracking: tr.SearchTracking, end: TrialEnd) ->
     run_id = run.info.run_id if run else tr.trial_resolver(
         tracking, end.tune_trial_id, end.optuna_trial
     )(mlflow)
-    tr.finish_run(mlflow, run_id, end.state, end.error)
+    tr.finish_run(mlflow, run_id, end.state, end.error, end.optuna_trial)
     return run_id
 
 
@@ -202,6 +203,7 @@ def close_children(
             recorded = states.get(int(number)) if number is not None else None
             state = from_study(recorded or "", search_ended=True)
             tr.finish_run(mlflow, run.info.run_id, state,
-                          None if state != State.STOPPED else "unfinished when the search ended")
+                          None if state != State.STOPPED else "unfinished when the search ended",
+                          int(number) if number is not None else None)
         counts[state] = counts.get(state, 0) + 1
     return counts

@@ -4,7 +4,7 @@ Tune's table says RUNNING / TERMINATED / ERROR; a search needs to know more: how
 completed, how many were pruned (stopped early by the pruner or ASHA, or diverged), how many
 failed, and the best objective so far. :func:`live_counts` and :func:`best_so_far` read that
 from Tune's trials by the one outcome rule (``sakdn.outcome``: the study and the child runs
-say the same); :class:`SearchReporter` puts it above Tune's table and
+say the same); :class:`EventPrinter` prints one line per trial event and a periodic status line, and
 :class:`ProgressCallback` logs it to the MLflow parent run each time a trial ends, as
 ``search/running``, ``search/completed``, ``search/pruned``, ``search/failed`` and
 ``search/best_<metric>``, with step = the number of trials finished so far (so the parent
@@ -17,9 +17,9 @@ import logging
 import time
 from typing import Any, Sequence
 
-from ray.tune import Callback, CLIReporter
+from ray.tune import Callback
 
-from sakdn.names import State
+from sakdn.names import Result, State, trial_name
 from sakdn.outcome import Outcome, trial_outcome
 from sakdn.search.trainable import read_ticket
 
@@ -89,29 +89,101 @@ def status_line(
     )
     for metric, (value, trial) in best_so_far(trials, metrics, modes).items():
         number = read_ticket(search_dir, trial.trial_id) if search_dir else None
-        label = f"trial {number}" if number is not None else trial.trial_id
+        label = trial_name(number) if number is not None else trial.trial_id
         text += f" | best {metric} = {value:.4g} ({label})"
     return text
 
 
-class SearchReporter(CLIReporter):
-    """Tune's ``CLIReporter`` with the search's status line above its table.
+class EventPrinter(Callback):
+    """The terminal of a search: one line per event a user cares about.
 
-    Args (besides ``CLIReporter``'s): ``objectives``, the search's (metrics, modes);
-    ``search_dir``, to name trials by their Optuna number.
+    ``trial 3 started: lr=0.0012, lambda_sp=0.8`` · ``trial 3 pruned at student epoch 3 by
+    successive_halving (min_resource=3): student/val_acc = 0.25`` · ``trial 3 completed:
+    student/best_val_acc = 0.573 (15 student epochs, 52 s)`` · ``trial 7 failed: <error>
+    (log: …/trials/00007/trial.log)``, and at most every ``every_s`` seconds a status line with
+    each running trial's stage and epoch, the counts and the best so far. Trials are named by
+    their Optuna number, as their MLflow runs and the report name them (``names.trial_name``).
+    Tune's own tables and trial ids never reach the terminal.
     """
 
-    def __init__(
-        self, *args: Any, objectives: tuple[Sequence[str], Sequence[str]],
-        search_dir: str | None = None, **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._objectives = (tuple(objectives[0]), tuple(objectives[1]))
-        self._search_dir = search_dir
+    def __init__(self, metrics: Sequence[str], modes: Sequence[str], prune_metric: str,
+                 rule: str, search_dir: str, every_s: float = 30.0) -> None:
+        self.metrics, self.modes = tuple(metrics), tuple(modes)
+        self.prune_metric, self.rule, self.search_dir = prune_metric, rule, search_dir
+        self.every_s = every_s
+        self._last_status = 0.0
+        self._started: dict[str, float] = {}
 
-    def report(self, trials: list, done: bool, *sys_info: str) -> None:
-        line = status_line(trials, *self._objectives, search_dir=self._search_dir)
-        super().report(trials, done, *sys_info, line)
+    def name(self, trial: Any) -> str:
+        number = read_ticket(self.search_dir, trial.trial_id)
+        return trial_name(number) if number is not None else f"trial {trial.trial_id}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started[trial.trial_id] = time.time()
+        sampled = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in trial.config.items())
+        print(f"{self.name(trial)} started" + (f": {sampled}" if sampled else ""), flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if time.time() - self._last_status >= self.every_s:
+            self._last_status = time.time()
+            print(self.status(trials), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(self.ending(trial, raised=False), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(self.ending(trial, raised=True), flush=True)
+
+    def ending(self, trial: Any, raised: bool) -> str:
+        """The line for a trial that ended: completed, pruned (rule and value) or failed."""
+        last = trial.last_result or {}
+        error = _first_line(_error(trial)) if raised else None
+        outcome = trial_outcome(last, self.metrics, raised=raised, error=error)
+        seconds = time.time() - self._started.get(trial.trial_id, time.time())
+        where = f"{last.get(Result.STAGE, '?')} epoch {last.get(Result.EPOCH, '?')}"
+        if outcome.state == State.COMPLETE:
+            values = ", ".join(f"{m} = {v:.4g}" for m, v in zip(self.metrics, outcome.values))
+            return (f"{self.name(trial)} completed: {values} "
+                    f"({last.get(Result.EPOCH, '?')} student epochs, {seconds:.0f} s)")
+        if outcome.state == State.PRUNED:
+            if last.get(Result.DIVERGED):
+                return f"{self.name(trial)} pruned at {where}: {outcome.reason}"
+            value = last.get(self.prune_metric)
+            shown = f"{self.prune_metric} = {value:.4g}" if isinstance(value, float) else ""
+            return f"{self.name(trial)} pruned at {where} by {self.rule}: {shown}".rstrip(": ")
+        log = f" (log: {self.search_dir}/trials/*/trial.log)"
+        number = read_ticket(self.search_dir, trial.trial_id)
+        if number is not None:
+            log = f" (log: {self.search_dir}/trials/{number:05d}/trial.log)"
+        return f"{self.name(trial)} failed at {where}: {outcome.reason}{log}"
+
+    def status(self, trials: Sequence[Any]) -> str:
+        running = [t for t in trials if t.status in ("RUNNING", "PAUSED")]
+        parts = []
+        for t in running:
+            last = t.last_result or {}
+            if Result.STAGE in last:
+                parts.append(f"{self.name(t)} {last[Result.STAGE]} epoch {last[Result.EPOCH]}")
+        line = status_line(trials, self.metrics, self.modes, self.search_dir)
+        return time.strftime("[%H:%M:%S] ") + line + (f" | {'; '.join(parts)}" if parts else "")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _error(trial: Any) -> str:
+    try:
+        return str(trial.get_error() or "")
+    except Exception:  # the error file may be gone with a lost node
+        return ""
+
+
+def _first_line(text: str) -> str:
+    """The last line of a traceback that says what went wrong (its exception line)."""
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    return lines[-1][:300] if lines else "trial raised (no error file)"
 
 
 class ProgressCallback(Callback):

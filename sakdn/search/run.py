@@ -34,7 +34,7 @@ import yaml
 
 from sakdn.config import ExperimentConfig, Scalar, SearchConfig, dump_yaml, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.names import Result, Role, SearchMetric, State, Tag
+from sakdn.names import Role, SearchMetric, State, Tag, trial_name
 from sakdn.search.experiment import Sources, read_experiment
 from sakdn.search.space import SearchSpace, load_space
 
@@ -65,6 +65,7 @@ class SearchResult:
     teacher_lookups: int = 0
     wall_time_s: float = 0.0
     interrupted: bool = False  # stopped before every trial ended (Ctrl-C): --resume continues
+    resume_command: str = ""  # the command line that continues it
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,12 @@ def run_search(
     overrides: list[str] | tuple[str, ...] = (),
     resume: bool = False,
     address: str | None = None,
+    resume_command: str | None = None,
 ) -> SearchResult:
-    """Run (or with ``resume`` continue) the search an experiment file describes."""
+    """Run (or with ``resume`` continue) the search an experiment file describes.
+
+    ``resume_command``: what an interrupted search prints to be continued (default: this
+    search's ``sakdn search`` command line with ``--resume``)."""
     started = time.time()
     _quiet_logs()
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -123,10 +128,14 @@ def run_search(
 
     tracking = _open_tracking(p, resume)
     ray_started = _init_ray(address)
+    _stop_on_sigterm()
+    resume_command = resume_command or _resume_command(experiment_path, overrides)
     try:
         _fit(p, parts, tracking, tune_dir, restorable)
     except BaseException:
         _close(p, parts, tracking, started, interrupted=True)
+        print(f"\nsearch {p.search.name} interrupted; continue it with:\n  {resume_command}",
+              flush=True)
         raise
     finally:
         if ray_started:
@@ -137,6 +146,7 @@ def run_search(
     # study knows better — trials it still holds RUNNING were never told an outcome.
     unfinished = _running_trials(parts["searcher"])
     result = _close(p, parts, tracking, started, interrupted=bool(unfinished))
+    result.resume_command = resume_command
     _print_summary(result)
     if not unfinished:
         from sakdn.report import report_search  # plots, leaderboard, report on the parent
@@ -322,10 +332,15 @@ def _init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Trials write their lines to their own trial.log (logged to their MLflow run); the
+    # driver's terminal has one line per trial event instead (progress.EventPrinter).
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        # a loopback-only single node needs no token, and must not write ~/.ray/auth_token
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
     return True
 
 
@@ -358,7 +373,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
             print(f"the study already holds {done} finished trial(s): nothing to run",
                   flush=True)
             return
-        from sakdn.search.progress import ProgressCallback
+        from sakdn.search.progress import EventPrinter, ProgressCallback
 
         callback = TrackingCallback(tracking, str(s.search_dir), s.metrics)
         tuner = tune.Tuner(
@@ -377,30 +392,43 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
                 storage_path=str(s.search_dir),
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
-                progress_reporter=_reporter(s, p.space),
-                callbacks=[callback, ProgressCallback(tracking, s.metrics, s.modes)],
-                verbose=1,
+                callbacks=[callback, ProgressCallback(tracking, s.metrics, s.modes),
+                           EventPrinter(s.metrics, s.modes, s.prune_metric, _rule(s),
+                                        str(s.search_dir))],
+                verbose=0,  # the EventPrinter's lines instead of Tune's tables
             ),
         )
     tuner.fit()
 
 
-def _reporter(s: SearchConfig, space: SearchSpace):
-    from sakdn.search.progress import SearchReporter
+def _resume_command(experiment_path: str | Path, overrides: list[str] | tuple[str, ...]) -> str:
+    """The command that continues this search: the same file and ``--set`` items (a search's
+    settings must not change on resume; ``search.name`` among them when it was set so)."""
+    import shlex
 
-    metrics = {Result.STAGE: "stage", Result.EPOCH: "epoch", "student/val_acc": "val acc",
-               "student/best_val_acc": "best val acc"}
-    for m in s.metrics:
-        metrics.setdefault(m, m.split("/")[-1])
-    # Conditional keys are missing from some trials' configs: the table needs every column.
-    keys = [q.key for q in space if not q.when and q.kind != "fixed"][:4]
-    short = [k.split(".")[-1] for k in keys]
-    params = {k: (n if short.count(n) == 1 else k) for k, n in zip(keys, short)}
-    return SearchReporter(
-        metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-        metric=s.metrics[0], mode=s.modes[0], max_column_length=14,
-        objectives=(s.metrics, s.modes), search_dir=str(s.search_dir),
-    )
+    items = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+    return f"sakdn search {shlex.quote(str(experiment_path))} --resume" + (f" {items}" if items
+                                                                           else "")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the search as Ctrl-C does (Tune saves its state, the summary says how to
+    continue). Ray's core installs a crash handler for SIGTERM that dumps a stack trace; this
+    Python handler replaces it in the driver and turns the signal into SIGINT."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _rule(s: SearchConfig) -> str:
+    """How trials are pruned, as the terminal says it: the pruner with its options."""
+    if s.scheduler == "asha":
+        return "ASHA"
+    options = ", ".join(f"{k}={v}" for k, v in (s.pruner_kwargs or {}).items())
+    return f"{s.pruner}" + (f" ({options})" if options else "")
 
 
 # --- the end --------------------------------------------------------------------------------
@@ -515,15 +543,17 @@ def _log_parent_summary(mlflow, run_id: str, result: SearchResult, interrupted: 
 def _print_summary(result: SearchResult) -> None:
     c = result.counts or {}
     if result.interrupted:
-        print(f"\nsearch {result.name} interrupted: continue it with `sakdn search ... --resume`")
+        print(f"\nsearch {result.name} interrupted; continue it with:\n  {result.resume_command}")
     total = sum(c.values()) or sum(result.study_counts.values())
-    print(f"\nsearch {result.name}: {total} trials — {c.get(State.COMPLETE, 0)} complete, "
+    print(f"\nsearch {result.name}: {total} trial{'s' if total != 1 else ''} — "
+          f"{c.get(State.COMPLETE, 0)} complete, "
           f"{c.get(State.PRUNED, 0)} pruned, {c.get(State.FAILED, 0)} failed"
           + (f", {c[State.STOPPED]} stopped" if c.get(State.STOPPED) else "")
           + f" — in {result.wall_time_s:.0f} s")
     if result.best_value is not None:
-        print(f"best: trial {result.best_trial}  {', '.join(result.metric)} = {result.best_value}"
-              f"  (MLflow run {result.best_run_id})")
+        values = result.best_value if isinstance(result.best_value, list) else [result.best_value]
+        shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(result.metric, values))
+        print(f"best: {trial_name(result.best_trial)}  {shown}  (MLflow run {result.best_run_id})")
     if result.teacher_lookups:
         print(f"teacher store: {result.teacher_hits} hits / {result.teacher_lookups} lookups")
     print(f"compare: {_browse(result.tracking_uri)}")
@@ -544,6 +574,17 @@ def _browse(tracking_uri: str) -> str:
 
 
 def _quiet_logs() -> None:
+    """Warnings and errors of the libraries reach the terminal, their progress chatter not
+    (study created, store tables made, Ray started, Tune state written): the search prints
+    its own lines."""
+    import optuna
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("sakdn",):
         logging.getLogger(name).setLevel(logging.INFO)
+    for name in ("mlflow", "alembic", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Tune's own notices (its resume hint with Tuner.restore, metrics of interrupted trials):
+    # the search prints how it ended and how to continue it
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

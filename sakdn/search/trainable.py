@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import time
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from sakdn.names import Result, Tag
 
 SPOOL = "mlflow_spool.json"
 NODES = "nodes.txt"  # one line per attempt: the address of the node it ran on
+TRIAL_LOG = "trial.log"  # what a trial has to say, in its work dir and its run's logs/
 _STAGE_RANK = {"teacher": 0, "student": 1}
 _SEARCH_DEFAULTS = SearchConfig()
 
@@ -104,16 +106,23 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     number = read_ticket(setup.search_dir, tune_id)
     workdir = trial_workdir(setup.search_dir, number, tune_id)
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / TRIAL_LOG).touch()
     tracker = _open_tracker(setup, tune_id, number, workdir)
     prefix = f"[trial {number if number is not None else tune_id}]"
 
     def log(msg: str) -> None:
-        print(f"{prefix} {msg}", flush=True)
+        """The trial's own lines: its work dir's trial.log (also on its MLflow run) and the
+        Ray worker's log; the driver's terminal has one line per trial event instead."""
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix} {msg}"
+        with open(workdir / TRIAL_LOG, "a") as handle:
+            handle.write(line + "\n")
+        print(line, flush=True)
 
     def fail(err: Exception, **position: Any) -> None:
         """A config or dataset problem: retrying cannot help, so end the trial FAILED."""
         log(str(err))
         tracker.set_tags({Tag.ERROR: str(err)})
+        tracker.log_artifact(workdir / TRIAL_LOG, "logs")
         tracker.flush(setup.flush_timeout_s)
         tune.report({Result.FAILED: str(err), **position})
 
@@ -122,6 +131,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     except ConfigError as err:
         return fail(err)
     tracker.log_params(experiment.to_flat())
+    from sakdn.train.attention import gsdm_plan
+
+    try:
+        plan = gsdm_plan(experiment)  # keys that cannot apply as set, recorded with the trial
+    except ConfigError as err:
+        return fail(err)
+    tracker.log_params({f"effective.{k}": v for k, v in plan.effective().items()})
     _restore_checkpoint(tune.get_checkpoint(), workdir, log)
     try:
         _prepare_data(experiment, Path(setup.search_dir), log)
@@ -140,6 +156,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     except TrialDiverged as err:
         log(str(err))
         tracker.set_tags({Tag.ERROR: str(err), Tag.DIVERGED: "true"})
+        tracker.log_artifact(workdir / TRIAL_LOG, "logs")
         tracker.flush(setup.flush_timeout_s)
         reporter.diverged(str(err))
         return
@@ -147,7 +164,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         return fail(err, **reporter.last_position())
 
     final = reporter.final_result(result)
-    tracker.log_metrics(reporter.summary_metrics(result), step=final.get(Result.STEP, 0))
+    tracker.log_metrics(reporter.summary_metrics(result), step=final.get(Result.EPOCH, 0))
     if result.teacher_cache_hit is not None:
         tracker.set_tags({Tag.TEACHER_CACHE_HIT: str(result.teacher_cache_hit).lower()})
     if setup.log_models:
@@ -158,6 +175,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from sakdn.figures import log_trial_figures  # never raises: a figure cannot fail a trial
 
     log_trial_figures(tracker, workdir, experiment, log=log)
+    tracker.log_artifact(workdir / TRIAL_LOG, "logs")
     if not tracker.flush(setup.flush_timeout_s):
         log(f"MLflow unreachable: {tracker.pending} record(s) kept in {workdir / SPOOL} "
             "for the driver to send")
@@ -189,7 +207,11 @@ def _reset_process_state() -> None:
 
 
 class _Reporter:
-    """The ``train`` callback: one Tune report (and one MLflow step) per epoch."""
+    """The ``train`` callback: one Tune report and one MLflow step per epoch.
+
+    Tune gets the run's monotone ``step`` (teacher epochs first); MLflow gets each stage's
+    own epoch as the step, so a trial's ``student/*`` curves start at student epoch 1 however
+    long its teacher stage was (the keys are stage-prefixed, so the two never mix)."""
 
     def __init__(self, tracker, setup: TrialSetup) -> None:
         self.tracker = tracker
@@ -205,7 +227,7 @@ class _Reporter:
                        Result.STEP: report.step})
         if report.stage == "student":
             result[Result.PRUNE_STEP] = report.epoch
-        self.tracker.log_metrics(report.metrics, step=report.step)
+        self.tracker.log_metrics(report.metrics, step=report.epoch)
         self.last, self.last_metrics = result, dict(report.metrics)
         if report.checkpoint_dir is not None:
             self.last_checkpoint = Path(report.checkpoint_dir)

@@ -7,8 +7,8 @@ import math
 from types import SimpleNamespace
 
 from sakdn.search.progress import (
+    EventPrinter,
     ProgressCallback,
-    SearchReporter,
     best_so_far,
     live_counts,
     status_line,
@@ -74,19 +74,35 @@ def test_status_line_names_trials_by_optuna_number(tmp_path) -> None:
     assert line.endswith(f"best {M} = 0.7 (trial 7)")
 
 
-def test_the_reporter_adds_the_status_line_to_tunes_header(monkeypatch) -> None:
-    from ray.tune import CLIReporter
-
-    # Tune's table needs real trials; what matters here is what reaches its header lines
-    monkeypatch.setattr(CLIReporter, "_progress_str",
-                        lambda self, trials, done, *sys_info: "\n".join(sys_info))
-    reporter = SearchReporter(metric_columns={M: "best"}, objectives=((M,), ("max",)))
-    printed: list[str] = []
-    reporter._print = printed.append
-    reporter.report(some_trials(), False, "Logical resource usage: 2/2 CPUs")
-    assert printed == ["Logical resource usage: 2/2 CPUs\n"
-                       f"trials: 1 running, 1 pending, 2 completed, 2 pruned, 2 failed | "
-                       f"best {M} = 0.7 (c)"]
+def test_the_event_printer_says_how_each_trial_ended_under_its_trial_name(
+    tmp_path, capsys
+) -> None:
+    for tid, number in zip("abcdefgh", range(8)):
+        write_ticket(tmp_path, tid, number)
+    printer = EventPrinter([M], ["max"], "student/val_acc", "successive_halving (min_resource=3)",
+                           str(tmp_path), every_s=0.0)
+    started = trial("a", "RUNNING")
+    started.config = {"student.lr": 0.00123456, "distill.lambda_st": 1.0}
+    printer.on_trial_start(0, [], started)
+    ended = {t.trial_id: t for t in some_trials()}
+    ended["b"].last_result.update({"stage": "student", "epoch": 3, "student/val_acc": 0.25})
+    ended["h"].last_result.update({"stage": "student", "epoch": 5})
+    for tid in "abeh":
+        printer.on_trial_complete(0, [], ended[tid])
+    ended["d"].get_error = lambda: "Traceback (most recent call last):\n  ...\nValueError: bad"
+    ended["d"].last_result.update({"stage": "teacher", "epoch": 2})
+    printer.on_trial_error(0, [], ended["d"])
+    printer.on_trial_result(0, some_trials(), ended["f"], {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "trial 0 started: lr=0.00123, lambda_st=1"
+    assert lines[1].startswith(f"trial 0 completed: {M} = 0.5 ")
+    assert lines[2] == ("trial 1 pruned at student epoch 3 by successive_halving "
+                        "(min_resource=3): student/val_acc = 0.25")
+    assert lines[3].startswith("trial 4 failed at ? epoch ?: bad sampled value (log: ")
+    assert lines[3].endswith("/trials/00004/trial.log)")
+    assert lines[4] == "trial 7 pruned at student epoch 5: loss nan"
+    assert lines[5].startswith("trial 3 failed at teacher epoch 2: ValueError: bad")
+    assert "trials: 1 running, 1 pending" in lines[6] and "(trial 2)" in lines[6]
 
 
 def test_the_parent_run_gets_counts_and_best_at_step_trials_finished(tmp_path) -> None:
