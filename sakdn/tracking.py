@@ -65,6 +65,25 @@ MAX_TAG_VALUE = 5000
 VERSIONED = ("sakdn-search", "torch", "torchvision", "numpy", "ray", "optuna", "mlflow", "pyts")
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serves a local store
+
+
+def ui_url(base: str, experiment_id: str | None, run_id: str | None = None) -> str:
+    """A link into MLflow's UI that opens on the runs (or one run's overview).
+
+    MLflow 3.17's UI chooses between its GenAI view (traces) and its model-training view
+    (runs) by one switch per browser, GenAI unless the user changed it; the URL parameter
+    ``workflowType=machine_learning`` selects the runs view whatever the browser remembers.
+    (The experiments also carry ``mlflow.experimentKind``, which UI versions that decide per
+    experiment read.)"""
+    path = f"#/experiments/{experiment_id}" if experiment_id else "#/experiments"
+    if experiment_id and run_id:
+        path += f"/runs/{run_id}"
+    elif experiment_id:
+        path += "/runs"
+    return f"{base.rstrip('/')}/{path}?workflowType=machine_learning"
+
+
 def default_tracking_uri(storage_path: str | Path = DEFAULT_STORAGE) -> str:
     """The tracking URI a search uses when nothing names one: ``MLFLOW_TRACKING_URI``, else
     the SQLite store in the search's storage path (``search.storage_path``)."""

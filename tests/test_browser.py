@@ -219,15 +219,24 @@ def test_the_mlflow_ui_shows_the_trials_under_their_search_and_a_confusion_matri
     client, parent, runs = children(result)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     exp = result.experiment_id
-    page.goto(f"{mlflow_server}/#/experiments/{exp}/runs?workflowType=machine_learning")
+    from sakdn.tracking import ui_url
+
+    # the link the search prints opens the runs table, not MLflow 3's GenAI (traces) view
+    page.goto(ui_url(mlflow_server, exp))
     names = page.locator('[role="gridcell"][col-id="attributes.`Run Name`"]')
     names.filter(has_text=result.name).first.wait_for(timeout=60_000)
+    assert page.get_by_text("No data available").count() == 0
     assert [n.split("\n")[-1] for n in names.all_inner_texts()] == [result.name]  # collapsed
     names.filter(has_text=result.name).locator("button").first.click()  # expand the children
     trial_names = sorted(r.info.run_name for r in runs)
     page.get_by_text(trial_names[0], exact=True).wait_for(timeout=30_000)
     shown = [n.split("\n")[-1] for n in names.all_inner_texts()]
     assert shown[0] == result.name and sorted(shown[1:]) == trial_names  # nested under it
+    # pruned trials say so in their name, and their runs are FINISHED, not drawn as failed
+    pruned = [r for r in runs if r.data.tags["sakdn.state"] == "PRUNED"]
+    assert pruned and all(r.info.run_name.endswith("(pruned)") for r in pruned)
+    assert all(r.info.status == "FINISHED" for r in pruned)
+    assert sum(n.endswith("(pruned)") for n in shown) == len(pruned)
     with contextlib.suppress(Exception):  # the assistant panel only narrows the table
         page.get_by_role("button", name="Close").first.click(timeout=3_000)
     page.screenshot(path=tmp_path / "mlflow-runs.png")
@@ -237,6 +246,12 @@ def test_the_mlflow_ui_shows_the_trials_under_their_search_and_a_confusion_matri
     local = mlflow.artifacts.download_artifacts(
         run_id=complete.info.run_id, artifact_path="figures/confusion_matrix.png",
         tracking_uri=result.tracking_uri, dst_path=str(tmp_path / "dl"))
+    # a direct link to a trial's run opens the run (its overview), not an evaluation view
+    page.goto(ui_url(mlflow_server, exp, complete.info.run_id))
+    page.get_by_text(complete.info.run_name, exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("Overview").first.wait_for(timeout=60_000)
+    assert page.get_by_text("Evaluations", exact=True).count() == 0
+    page.screenshot(path=tmp_path / "mlflow-run.png")
     page.goto(f"{mlflow_server}/#/experiments/{exp}/runs/{complete.info.run_id}/artifacts/"
               "figures/confusion_matrix.png")
     page.get_by_text("confusion_matrix.png").first.wait_for(timeout=60_000)

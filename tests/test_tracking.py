@@ -349,3 +349,20 @@ def test_the_default_tracking_uri_is_the_environment_else_the_search_storage(
     assert tr.default_tracking_uri() == f"sqlite:///{store}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tr.default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_ui_links_open_mlflows_runs_view_and_experiments_carry_their_kind(tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from sakdn import tracking as tr
+
+    assert tr.ui_url("http://h:5000/", "3") == (
+        "http://h:5000/#/experiments/3/runs?workflowType=machine_learning")
+    assert tr.ui_url("http://h:5000", "3", "abc") == (
+        "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    made = tr.ensure_experiment(client, "kind", str(tmp_path / "a"))
+    assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("older")  # made before the tag was set: tagged on use
+    assert tr.ensure_experiment(client, "older", None) == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -556,21 +556,24 @@ def _print_summary(result: SearchResult) -> None:
         print(f"best: {trial_name(result.best_trial)}  {shown}  (MLflow run {result.best_run_id})")
     if result.teacher_lookups:
         print(f"teacher store: {result.teacher_hits} hits / {result.teacher_lookups} lookups")
-    print(f"compare: {_browse(result.tracking_uri)}")
+    print(f"compare: {_browse(result.tracking_uri, result.experiment_id)}")
     print(f"best config: sakdn best {result.name}"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""))
     print(f"final model: sakdn train --from-best {result.name}"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri else ""), flush=True)
 
 
-def _browse(tracking_uri: str) -> str:
+def _browse(tracking_uri: str, experiment_id: str | None) -> str:
     """How to open a search's runs: the server's UI, or a UI on this machine's loopback only
-    for a local store."""
+    for a local store; the link opens MLflow's runs view (``tracking.ui_url``)."""
+    from sakdn.tracking import LOCAL_UI, ui_url
     from sakdn.tracking_auth import is_server
 
     if is_server(tracking_uri):
-        return f"open {tracking_uri} (log in as the search user or an admin)"
-    return f"mlflow ui --host 127.0.0.1 --backend-store-uri {tracking_uri}"
+        return (f"open {ui_url(tracking_uri, experiment_id)} "
+                "(log in as the search user or an admin)")
+    return (f"mlflow ui --host 127.0.0.1 --backend-store-uri {tracking_uri}, then open "
+            f"{ui_url(LOCAL_UI, experiment_id)}")
 
 
 def _quiet_logs() -> None:
