@@ -7,10 +7,15 @@ the trial's full flat config; they are parsed back to typed values with the conf
 key types, so ``ExperimentConfig.from_flat(best["config"])`` rebuilds the trial's config.
 
 The final model trains on train + validation (``train(..., final=True)``), is evaluated once
-on test, logged as a run tagged with the search, and its student registered in the MLflow
-model registry (pytorch flavour). Reload it with::
+on test, logged as a run tagged with the search (``models/student.pt``, for
+``sakdn.train.load_student``), and its student registered in the MLflow model registry in the
+pytorch flavour's ``pt2`` format: a ``torch.export`` program of frames → logits
+(``sakdn.models.export``), which loads with torch alone and unpickles no code. Reload it with::
 
-    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")   # a sakdn Student
+    model = mlflow.pytorch.load_model(f"models:/{name}/{version}")   # frames → logits
+    mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(frames_array)
+
+The class names and the frames' normalisation are the model's metadata (``model_metadata``).
 """
 
 from __future__ import annotations
@@ -151,16 +156,11 @@ def train_from_best(
         tr.log_batch(mlflow, run_id, metrics=_metrics(result.metrics, last))
         for path in (result.student_path, result.teacher_path):
             mlflow.log_artifact(run_id, str(path), "models")
-        student, _, _ = load_student(result.student_path)
+        student, _, meta = load_student(result.student_path)
+        _check_exportable(student, config, run_id)  # before anything is registered
         fluent.set_tracking_uri(uri)
         with fluent.start_run(run_id=run_id):
-            info = fluent.pytorch.log_model(
-                student, name="student", registered_model_name=model_name,
-                pip_requirements=_requirements(),
-                # the module itself (its class is sakdn's): reloads whole, any batch size
-                serialization_format="pickle",
-            )
-        version = str(info.registered_model_version)
+            version = _register_student(fluent, student, config, meta, model_name)
         mlflow.set_tag(run_id, Tag.REGISTERED_MODEL, f"{model_name}/{version}")
         status = "FINISHED"
     finally:
@@ -169,6 +169,65 @@ def train_from_best(
     print(f"final model of {name}: {test}  registered as models:/{model_name}/{version} "
           f"(run {run_id})", flush=True)
     return FinalResult(run_id, model_name, version, dict(result.metrics), config, workdir, best)
+
+
+def _check_exportable(student, config: ExperimentConfig, run_id: str) -> None:
+    """``ExportError`` (torch's reason) when the student has no ``torch.export`` program: it is
+    then not registered at all, rather than registered in MLflow's pickle format."""
+    from sakdn.models.export import ExportError, export_student
+
+    try:
+        export_student(student, config.student.segments, config.data.frame_size)
+    except ExportError as err:
+        raise ExportError(
+            f"{err}. Not registered (MLflow's pickle format would unpickle code on load); the "
+            f"trained student is models/student.pt of run {run_id} (sakdn.train.load_student)"
+        ) from err
+
+
+def _register_student(fluent, student, config: ExperimentConfig, meta: dict[str, Any],
+                      model_name: str) -> str:
+    """Log the student's logits in MLflow's ``pt2`` format (``torch.export``, no pickle) to the
+    active run and register it; returns the model version."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from sakdn.models.export import StudentLogits, example_frames
+
+    segments, size = config.student.segments, config.data.frame_size
+    classes = len(meta["class_names"])
+    # unnamed tensor specs: pyfunc's predict then takes and returns plain arrays; -1 is the
+    # batch dimension, which MLflow exports as dynamic
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, segments, 3, size, size))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]),
+    )
+    info = fluent.pytorch.log_model(
+        StudentLogits(student).eval(), name="student", registered_model_name=model_name,
+        serialization_format="pt2", input_example=example_frames(segments, size).numpy(),
+        signature=signature, metadata=model_metadata(config, meta),
+        pip_requirements=_requirements(),
+    )
+    return str(info.registered_model_version)
+
+
+def model_metadata(config: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a user of the registered model needs besides torch: the input it takes (frames
+    normalised as ``clip_dataset`` does) and the class of each logit."""
+    from sakdn.data.video import IMAGENET_MEAN, IMAGENET_STD
+    from sakdn.models.weights import input_normalization
+
+    sc = config.student
+    mean, std = input_normalization(sc.backbone, sc.weights) or (IMAGENET_MEAN, IMAGENET_STD)
+    return {
+        "class_names": list(meta["class_names"]),
+        "input": f"frames (B, {sc.segments}, 3, {config.data.frame_size}, "
+                 f"{config.data.frame_size}) float32: {sc.segments} frames per clip (the TSN "
+                 "segment centres), RGB on [0, 1], then (x - mean) / std per channel",
+        "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "output": "logits (B, K); column k is class_names[k]",
+    }
 
 
 def _metrics(values: dict[str, Any], step: int):
@@ -181,13 +240,8 @@ def _metrics(values: dict[str, Any], step: int):
 
 
 def _requirements() -> list[str]:
-    """Pinned to what runs here (no inference); loading also needs this package (sakdn)."""
+    """torch as it runs here (no inference): an exported program needs neither sakdn nor
+    torchvision. The public version only: a ``+cu…`` build is not on PyPI and not needed."""
     from importlib import metadata
 
-    out = []
-    for name in ("torch", "torchvision", "numpy"):
-        try:
-            out.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return [f"torch=={metadata.version('torch').split('+')[0]}"]
