@@ -224,11 +224,22 @@ def collect(search: str, tracking_uri: str) -> SearchRecord:
         for row in rows:
             row.params = {k: row.params.get(k) for k in param_names}
     rows.sort(key=lambda r: _rank(r, modes[0]))
-    driver_runs = [(m.timestamp, m.value) for m in
-                   _history(mlflow, parent.info.run_id, SearchMetric.WALL_S)]
-    wall = wall_time(driver_runs, [(r.start_ms, r.end_ms) for r in rows])
+    wall = wall_time(_driver_runs(mlflow, parent.info.run_id),
+                     [(r.start_ms, r.end_ms) for r in rows])
     return SearchRecord(tags.get(Tag.SEARCH, search), tracking_uri, parent, metrics, modes, rows,
                         study, study_error, param_names, wall)
+
+
+def search_wall_time(mlflow: Any, parent: Any) -> WallTime:
+    """The wall time of every run of a search so far (for the driver's closing summary)."""
+    now = int(time.time() * 1000)
+    spans = [(r.info.start_time, r.info.end_time or now) for r in tr.children(mlflow, parent)]
+    return wall_time(_driver_runs(mlflow, parent.info.run_id), spans)
+
+
+def _driver_runs(mlflow: Any, parent_run_id: str) -> list[tuple[int, float]]:
+    """(end in ms, seconds) of each run of ``sakdn search`` that logged its wall time."""
+    return [(m.timestamp, m.value) for m in _history(mlflow, parent_run_id, SearchMetric.WALL_S)]
 
 
 def wall_time(driver_runs: Sequence[tuple[int, float]],

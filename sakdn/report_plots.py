@@ -137,6 +137,7 @@ def history(trials: Sequence[PlotTrial], metric: str, mode: str) -> tuple[Any, A
     """Objective per trial number and the best completed value so far (matplotlib, plotly)."""
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
+    from matplotlib.ticker import MaxNLocator
 
     complete, pruned = _split(trials)
     best_x, best_y = _best_so_far(complete, mode)
@@ -146,10 +147,12 @@ def history(trials: Sequence[PlotTrial], metric: str, mode: str) -> tuple[Any, A
     ax.scatter([t.number for t in complete], [t.value for t in complete], color=COMPLETE_COLOUR,
                label="complete", zorder=3)
     ax.scatter([t.number for t in pruned], [t.value for t in pruned], facecolors="none",
-               edgecolors=PRUNED_COLOUR, marker="^", label=PRUNED_LABEL, zorder=2)
+               edgecolors=PRUNED_COLOUR, marker="^", label=PRUNED_LABEL, zorder=3)
     if best_x:
-        ax.step(best_x, best_y, where="post", color=BEST_COLOUR, label="best completed so far")
+        ax.step(best_x, best_y, where="post", color=BEST_COLOUR, label="best completed so far",
+                zorder=2)
     ax.set(xlabel="trial", ylabel=metric, title="Optimisation history")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3)
     traces = [
@@ -365,7 +368,8 @@ def draw(study: Any, trials: Sequence[PlotTrial], metrics: Sequence[str],
     drawn = []
     for stem, title, make in _specs(study, trials, metrics, modes):
         try:
-            with warnings.catch_warnings():
+            # Optuna's plots switch matplotlib to ggplot for good: keep that to each plot
+            with warnings.catch_warnings(), plt.style.context("default"):
                 warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning and the like
                 fig, interactive = make()
                 fig.savefig(out_dir / f"{stem}.png", dpi=DPI, bbox_inches="tight")

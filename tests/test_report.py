@@ -16,7 +16,8 @@ import pytest
 
 from sakdn.errors import ConfigError
 from sakdn.names import SearchMetric
-from sakdn.report import collect, plot_trials, savings, wall_time, write_report
+from sakdn.report import (collect, plot_trials, savings, search_wall_time, wall_time,
+                          write_report)
 from sakdn.report_plots import MIN_IMPORTANCE_TRIALS, history, importance_note, parallel, slices
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -338,5 +339,7 @@ def test_a_resumed_search_shows_all_its_time_and_a_no_op_resume_changes_nothing(
     driver_run(last_end + 600_000, 15.0)  # a --resume of the finished search: no trial ran
     again = write_report("many", out=tmp_path / "b", tracking_uri=many_uri, log_to_run=False)
     assert f"{shown}; not counted: 1 run(s) during which no trial ran (15 s)" in again.read_text()
-    for name in ("leaderboard.csv",):
-        assert (first.parent / name).read_text() == (again.parent / name).read_text()
+    assert (first.parent / "leaderboard.csv").read_text() == (
+        again.parent / "leaderboard.csv").read_text()
+    wall = search_wall_time(client, parent)  # what the driver's summary can print
+    assert (wall.runs, wall.idle, wall.total) == ((185.0, 65.0), (15.0,), 250.0)
