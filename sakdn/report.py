@@ -8,18 +8,26 @@ tag), and writes into one folder:
   from disk, no server): the summary (trial states, best trial, pruning savings, teacher
   store hits, the command that reproduces the best model), the leaderboard, the search
   plots and the best trial's figures;
-- ``plots/*.png``: Optuna's optimisation history, parameter importances, parallel
-  coordinates, slice plots, intermediate values and timeline (matplotlib backend), and the
-  Pareto front for a multi-objective search; ``plots.html``: the same plots interactive
-  (plotly, its script inlined once);
+- ``plots/*.png``: optimisation history, slice plots and parallel coordinates with the pruned
+  trials marked, parameter importances from enough completed trials, Optuna's intermediate
+  values and timeline, and the Pareto front for a multi-objective search (``sakdn.report_plots``
+  says which trials each plot uses); ``plots.html``: the same plots interactive (plotly, its
+  script inlined once);
 - ``leaderboard.csv`` / ``leaderboard.html``: one row per trial: state, objective value(s),
-  epochs run, compute spent, teacher-store hit, sampled params.
+  epochs run, compute spent, teacher-store hit, sampled params (on the page: in a box that
+  scrolls sideways, the trial column kept in view, so the page itself fits a 1280 px window).
 
 Everything is also logged to the parent run (``report/``, ``plots/``, ``leaderboard/``).
 
 Pruning savings: a pruned trial ran ``e`` of its ``E`` planned student epochs; the search
 saved Σ (E − e) student epochs over its pruned trials, and about that many times the
 median measured seconds per student epoch (from the metric timestamps of the trials).
+
+Wall time: every run of ``sakdn search`` on a search (the first, each ``--resume``) logs its
+own seconds as one point of the parent's ``time/wall_s``; the report sums the history, so a
+resumed search shows all its time, not its last run's. A run during which no trial ran (a
+``--resume`` of a finished search) is named apart and not added: rewriting the report after
+it changes nothing the search did.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ import math
 import os
 import statistics
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +50,7 @@ from sakdn.config import DEFAULT_METRIC
 from sakdn.errors import ConfigError
 from sakdn.names import SearchMetric, State, Tag
 from sakdn.outcome import from_study
+from sakdn.report_plots import Drawn, PlotTrial, draw, importance_note
 from sakdn.tracking_auth import is_server
 
 logger = logging.getLogger(__name__)
@@ -50,7 +58,6 @@ logger = logging.getLogger(__name__)
 TEACHER_STEP_METRIC, STUDENT_STEP_METRIC = "teacher/loss", "student/loss"  # one point / epoch
 STATE_ORDER = {State.COMPLETE: 0, State.PRUNED: 1, State.STOPPED: 2, State.FAILED: 3,
                State.RUNNING: 4}
-DPI = 80
 
 
 @dataclass
@@ -70,6 +77,8 @@ class TrialRow:
     params: dict[str, Any]
     error: str = ""
     pareto: bool = False
+    start_ms: int = 0  # the child run's start and end (or now, for a run still open)
+    end_ms: int = 0
 
 
 @dataclass
@@ -88,6 +97,18 @@ class Savings:
         return self.epochs_not_run / self.planned_total if self.planned_total else 0.0
 
 
+@dataclass(frozen=True)
+class WallTime:
+    """Seconds of each run of ``sakdn search`` on one search (the first and every resume)."""
+
+    runs: tuple[float, ...] = ()  # runs during which a trial ran
+    idle: tuple[float, ...] = ()  # runs during which none did (a --resume with nothing to run)
+
+    @property
+    def total(self) -> float:
+        return sum(self.runs)
+
+
 @dataclass
 class SearchRecord:
     """A search read back from MLflow and its Optuna study."""
@@ -101,6 +122,7 @@ class SearchRecord:
     study: Any = None
     study_error: str = ""
     param_names: list[str] = field(default_factory=list)
+    wall: WallTime = field(default_factory=WallTime)
 
     @property
     def best(self) -> TrialRow | None:
@@ -145,7 +167,7 @@ def write_report(
         mlflow.log_artifact(run_id, str(page), "report")
         for path in (board_csv, board_html):
             mlflow.log_artifact(run_id, str(path), "leaderboard")
-        for path in [*plots.values(), out / "plots.html"]:
+        for path in [*(plot.png for plot in plots), out / "plots.html"]:
             if path.exists():
                 mlflow.log_artifact(run_id, str(path), "plots")
     return page
@@ -202,8 +224,39 @@ def collect(search: str, tracking_uri: str) -> SearchRecord:
         for row in rows:
             row.params = {k: row.params.get(k) for k in param_names}
     rows.sort(key=lambda r: _rank(r, modes[0]))
+    wall = wall_time(_driver_runs(mlflow, parent.info.run_id),
+                     [(r.start_ms, r.end_ms) for r in rows])
     return SearchRecord(tags.get(Tag.SEARCH, search), tracking_uri, parent, metrics, modes, rows,
-                        study, study_error, param_names)
+                        study, study_error, param_names, wall)
+
+
+def search_wall_time(mlflow: Any, parent: Any) -> WallTime:
+    """The wall time of every run of a search so far (for the driver's closing summary)."""
+    now = int(time.time() * 1000)
+    spans = [(r.info.start_time, r.info.end_time or now) for r in tr.children(mlflow, parent)]
+    return wall_time(_driver_runs(mlflow, parent.info.run_id), spans)
+
+
+def _driver_runs(mlflow: Any, parent_run_id: str) -> list[tuple[int, float]]:
+    """(end in ms, seconds) of each run of ``sakdn search`` that logged its wall time."""
+    return [(m.timestamp, m.value) for m in _history(mlflow, parent_run_id, SearchMetric.WALL_S)]
+
+
+def wall_time(driver_runs: Sequence[tuple[int, float]],
+              trial_spans: Sequence[tuple[int, int]]) -> WallTime:
+    """The search's wall time from each driver run's (end in ms, seconds) and each trial's
+    (start, end) in ms.
+
+    A driver run during which no trial's run was open ran nothing (a ``--resume`` of a
+    finished search): it is kept apart, so that it neither adds to the search's time nor
+    replaces it.
+    """
+    runs, idle = [], []
+    for end, seconds in sorted(driver_runs):
+        start = end - seconds * 1000.0
+        busy = any(t_start <= end and t_end >= start for t_start, t_end in trial_spans)
+        (runs if busy else idle).append(float(seconds))
+    return WallTime(tuple(runs), tuple(idle))
 
 
 def _load_study(ref: str) -> tuple[Any, str]:
@@ -269,6 +322,7 @@ def _row(mlflow, run, metrics, modes, trials, param_names, hits) -> TrialRow:
         seconds_per_student_epoch=_epoch_seconds(student),
         teacher_cache_hit=hit,
         params=params, error=tags.get(Tag.ERROR, "")[:300],
+        start_ms=info.start_time, end_ms=end,
     )
 
 
@@ -363,104 +417,81 @@ def write_leaderboard(record: SearchRecord, out: Path) -> tuple[Path, Path]:
     return csv_path, html_path
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: int = 6) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
+TEXT_COLUMNS = ("error",)  # cells that wrap instead of widening the table
+
+
 def _table(cols: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    """The leaderboard in a box of its own that scrolls (sideways and down) with the trial
+    column and the header kept in view: the page stays as wide as the window however many
+    keys were sampled. Headers break at ``.``, ``_`` and ``/``; numbers are shown to 4
+    significant digits (the full value in the cell's tooltip and in leaderboard.csv)."""
+    e = html.escape
+    head = "".join(f'<th title="{e(c)}">{_breakable(c)}</th>' for c in cols)
     body = []
     for r in records:
-        cells = "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols)
-        body.append(f'<tr class="{html.escape(str(r.get("state", "")).lower())}">{cells}</tr>')
-    return (f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+        cells = []
+        for c in cols:
+            short, full = _cell(r.get(c), 4), _cell(r.get(c))
+            attrs = (' class="text"' if c in TEXT_COLUMNS else "") + (
+                f' title="{e(full)}"' if full != short else "")
+            cells.append(f"<td{attrs}>{e(short)}</td>")
+        body.append(f'<tr class="{e(str(r.get("state", "")).lower())}">{"".join(cells)}</tr>')
+    return (f'<div class="board"><table class="leaderboard"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _breakable(label: str) -> str:
+    """The escaped label with a line-break opportunity after each ``.``, ``_`` and ``/``."""
+    text = html.escape(label)
+    for mark in "._/":
+        text = text.replace(mark, mark + "<wbr>")
+    return text
 
 
 # --- search-level plots ---------------------------------------------------------------------
 
 
-def _plot_specs(record: SearchRecord) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(file stem, title, optuna function name, kwargs) of the plots this search gets."""
-    multi = len(record.metrics) > 1
-    target: dict[str, Any] = {}
-    if multi:
-        target = {"target": lambda t: t.values[0], "target_name": record.metrics[0]}
-    else:
-        target = {"target_name": record.metrics[0]}
-    specs = [
-        ("optimization_history", "Optimisation history", "plot_optimization_history", target),
-        ("param_importances", "Parameter importances", "plot_param_importances",
-         dict(target)),
-        ("parallel_coordinate", "Parallel coordinates", "plot_parallel_coordinate", target),
-        ("slice", "Slice plots", "plot_slice", target),
-    ]
-    if multi:
-        specs.append(("pareto_front", "Pareto front", "plot_pareto_front",
-                      {"target_names": record.metrics}))
-    else:
-        specs.append(("intermediate_values", "Intermediate values (pruning)",
-                      "plot_intermediate_values", {}))
-    specs.append(("timeline", "Timeline", "plot_timeline", {}))
-    if not any(t.state.name == "COMPLETE" for t in record.study.get_trials(deepcopy=False)):
-        # objective plots need a completed trial; the curves and the timeline do not
-        specs = [s for s in specs if s[0] in ("intermediate_values", "timeline")]
-    return specs
+def plot_trials(record: SearchRecord) -> list[PlotTrial]:
+    """The trials the search plots can place: completed ones with their objective, pruned ones
+    with the best value they reported (the leaderboard's values; first objective)."""
+    return [PlotTrial(r.number, r.state, float(r.values[0]), r.params) for r in record.rows
+            if r.state in (State.COMPLETE, State.PRUNED) and r.number is not None
+            and r.values and r.values[0] is not None and math.isfinite(r.values[0])]
 
 
-def search_plots(record: SearchRecord, out_dir: Path) -> dict[str, Path]:
-    """PNG per plot (``{stem: path}``) and ``<out_dir>/../plots.html`` with the interactive ones.
-
-    A plot Optuna cannot draw yet (importances with fewer than two completed trials, a
-    Pareto front without completed trials) is left out with a warning.
-    """
+def search_plots(record: SearchRecord, out_dir: Path) -> list[Drawn]:
+    """The search plots as PNGs in ``out_dir`` and, together, ``<out_dir>/../plots.html``."""
     if record.study is None:
-        return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna.visualization as vis
-    import optuna.visualization.matplotlib as vis_mpl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+        return []
     (out_dir.parent / "plots.html").unlink(missing_ok=True)  # from an earlier report
-    pngs: dict[str, Path] = {}
-    interactive: list[tuple[str, Any]] = []
-    for stem, title, name, kwargs in _plot_specs(record):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend
-            try:
-                axes = getattr(vis_mpl, name)(record.study, **kwargs)
-                fig = _figure_of(axes)
-                fig.savefig(out_dir / f"{stem}.png", dpi=DPI, bbox_inches="tight")
-                plt.close(fig)
-                pngs[stem] = out_dir / f"{stem}.png"
-                interactive.append((title, getattr(vis, name)(record.study, **kwargs)))
-            except Exception as err:  # e.g. too few completed trials for this plot
-                plt.close("all")
-                logger.warning("plot %s of search %s skipped: %s", stem, record.name, err)
-    if interactive:
-        _write_interactive(record, interactive, out_dir.parent / "plots.html")
-    return pngs
+    for old in out_dir.glob("*.png"):
+        old.unlink()
+    drawn = draw(record.study, plot_trials(record), record.metrics, record.modes, out_dir)
+    if drawn:
+        _write_interactive(record, drawn, out_dir.parent / "plots.html")
+    return drawn
 
 
-def _figure_of(axes: Any):
-    import numpy as np
+def complete_count(record: SearchRecord) -> int:
+    """Completed trials as the study counts them (what importances may use)."""
+    if record.study is None:
+        return 0
+    return sum(t.state.name == "COMPLETE" for t in record.study.get_trials(deepcopy=False))
 
-    first = np.asarray(axes, dtype=object).flat[0] if not hasattr(axes, "figure") else axes
-    return first.figure
 
-
-def _write_interactive(record: SearchRecord, figs: list[tuple[str, Any]], path: Path) -> None:
+def _write_interactive(record: SearchRecord, drawn: Sequence[Drawn], path: Path) -> None:
     parts = []
-    for i, (title, fig) in enumerate(figs):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    for i, plot in enumerate(drawn):
+        parts.append(f"<h2>{html.escape(plot.title)}</h2>")
+        parts.append(plot.figure.to_html(full_html=False, include_plotlyjs=(i == 0)))
     path.write_text(_page(f"Search {record.name}: interactive plots", "\n".join(parts)))
 
 
@@ -515,13 +546,22 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;
 max-width:1400px}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 .muted{color:#666} pre{background:#f5f5f5;padding:8px 12px;overflow-x:auto}
+.note{background:#fff8e5;border-left:3px solid #d9822b;padding:6px 10px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 6px;
 text-align:right;white-space:nowrap} th{background:#f0f0f0;position:sticky;top:0}
+.facts td{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.board{overflow:auto;max-width:100%;max-height:70vh;border:1px solid #ccc}
+.board table{border-collapse:separate;border-spacing:0}
+.board td,.board th{border-width:0 1px 1px 0}
+.board th{white-space:normal;vertical-align:bottom;min-width:3.5em;max-width:9em;z-index:1}
+.board td.text{white-space:normal;min-width:16em;max-width:32em;text-align:left}
+.board td:first-child,.board th:first-child{position:sticky;left:0;background:#fff;z-index:1;
+box-shadow:inset -2px 0 #bbb}
+.board th:first-child{background:#f0f0f0;z-index:2}
 tr.complete td:nth-child(2){color:#1a7f37;font-weight:600}
 tr.pruned td:nth-child(2){color:#9a6700} tr.failed td:nth-child(2){color:#cf222e}
-.scroll{overflow-x:auto;max-height:600px} .facts td{text-align:left;white-space:normal}
-figure{display:inline-block;margin:8px;vertical-align:top} figcaption{font-size:13px}
-img{max-width:100%;border:1px solid #eee}
+figure{display:inline-block;margin:8px;vertical-align:top;max-width:calc(100% - 16px)}
+figcaption{font-size:13px} img{max-width:100%;height:auto;border:1px solid #eee}
 """
 
 
@@ -545,11 +585,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def render_report(
-    record: SearchRecord, plots: dict[str, Path], figures: Sequence[Path], saved: Savings
+    record: SearchRecord, plots: Sequence[Drawn], figures: Sequence[Path], saved: Savings
 ) -> str:
     """The self-contained page (every image inlined)."""
     e = html.escape
-    tags, metrics = record.parent.data.tags, record.parent.data.metrics
+    tags = record.parent.data.tags
     counts = record.counts()
     best = record.best
     objective = ", ".join(f"{m} ({d})" for m, d in zip(record.metrics, record.modes))
@@ -564,8 +604,8 @@ def render_report(
             if counts.get(s, 0) or s in (State.COMPLETE, State.PRUNED, State.FAILED))),
         ("MLflow parent run", f"{record.parent.info.run_id} in {record.tracking_uri}"),
     ]
-    if SearchMetric.WALL_S in metrics:
-        facts.append(("wall time", f"{metrics[SearchMetric.WALL_S]:.0f} s"))
+    if record.wall.runs or record.wall.idle:
+        facts.append(("wall time", _wall_text(record.wall)))
     if best is not None:
         values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(record.metrics, best.values))
         facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"))
@@ -586,17 +626,13 @@ def render_report(
         "<h2>Reproduce the best model</h2>",
         f"<pre>{e(commands)}</pre>",
         "<h2>Leaderboard</h2>",
-        f'<div class="scroll">{_table(leaderboard_columns(record), leaderboard_records(record))}'
-        "</div>",
+        f'<p class="muted">{len(record.rows)} trials, best first. The table scrolls sideways '
+        "for every sampled key, the MLflow run id and a failed trial's error; "
+        "leaderboard.csv (next to this page) has every value in full.</p>",
+        _table(leaderboard_columns(record), leaderboard_records(record)),
         "<h2>Search plots</h2>",
+        *_plots_html(record, plots),
     ]
-    if plots:
-        body.append('<p>Interactive versions: <a href="plots.html">plots.html</a> '
-                    "(next to this page, and on the parent run under plots/).</p>")
-        titles = {stem: title for stem, title, _, _ in _plot_specs(record)}
-        body += [_figure(p, titles.get(stem, stem)) for stem, p in plots.items()]
-    else:
-        body.append(f"<p>No search plots: {e(record.study_error or 'nothing to plot yet')}</p>")
     body.append("<h2>Best trial</h2>")
     if figures:
         label = f"trial {best.number}" if best is not None else ""
@@ -604,6 +640,37 @@ def render_report(
     else:
         body.append("<p>No figures of a completed trial.</p>")
     return _page(f"Search {record.name}", "\n".join(body))
+
+
+def _plots_html(record: SearchRecord, plots: Sequence[Drawn]) -> list[str]:
+    """The plots section: what pruned trials look like, why importances are missing, the
+    plots."""
+    if record.study is None or not plots:
+        return [f"<p>No search plots: {html.escape(record.study_error or 'nothing to plot yet')}"
+                "</p>"]
+    out = ['<p>Interactive versions: <a href="plots.html">plots.html</a> '
+           "(next to this page, and on the parent run under plots/).</p>"]
+    if any(t.state == State.PRUNED for t in plot_trials(record)):
+        out.append("<p>Pruned trials are drawn in orange (hollow triangles, dashed lines) at "
+                   "the best value they reported before they were stopped: a value after fewer "
+                   "epochs, not a final result. The best-so-far line follows completed trials "
+                   "only.</p>")
+    note = importance_note(complete_count(record))
+    if note:
+        out.append(f'<p class="note">{html.escape(note)}</p>')
+    out += [_figure(plot.png, plot.title) for plot in plots]
+    return out
+
+
+def _wall_text(wall: WallTime) -> str:
+    text = f"{wall.total:.0f} s"
+    if len(wall.runs) > 1:
+        text += (f" over {len(wall.runs)} runs of sakdn search ("
+                 + " + ".join(f"{s:.0f} s" for s in wall.runs) + ")")
+    if wall.idle:
+        text += (f"; not counted: {len(wall.idle)} run(s) during which no trial ran ("
+                 + ", ".join(f"{s:.0f} s" for s in wall.idle) + ")")
+    return text
 
 
 def _savings_text(s: Savings) -> str:

@@ -41,8 +41,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "sakdn.ablation": ("sakdn.errors", "sakdn.config", "sakdn.stats"),
     "sakdn.tracking_auth": ("sakdn.errors",),
     "sakdn.tracking": ("sakdn.errors", "sakdn.config", "sakdn.names", "sakdn.tracking_auth"),
+    "sakdn.report_plots": ("sakdn.names",),
     "sakdn.report": ("sakdn.errors", "sakdn.config", "sakdn.names", "sakdn.outcome",
-                     "sakdn.tracking", "sakdn.tracking_auth", "sakdn.figures"),
+                     "sakdn.tracking", "sakdn.tracking_auth", "sakdn.figures",
+                     "sakdn.report_plots"),
     "sakdn.dashboard": ("sakdn.errors", "sakdn.names", "sakdn.tracking"),
     "sakdn.search": (*TRAINING, "sakdn.names", "sakdn.outcome", "sakdn.stats", "sakdn.figures",
                      "sakdn.ablation", "sakdn.tracking_auth", "sakdn.tracking", "sakdn.report"),
@@ -60,6 +62,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "sakdn.tracking_auth": ("ray", "optuna"),
     "sakdn.tracking": ("ray", "optuna"),
     "sakdn.report": ("ray",),
+    "sakdn.report_plots": ("ray", "mlflow"),
     "sakdn.dashboard": ("ray",),
 }
 
@@ -141,6 +144,7 @@ AT_IMPORT: dict[str, tuple[str, ...]] = {
         "sakdn.train", "sakdn.figures", "sakdn.stats", "sakdn.ablation")},
     "sakdn.tracking": ("ray", "optuna", "torch", "sakdn.search", "sakdn.train"),
     "sakdn.report": ("ray", "torch", "sakdn.search", "sakdn.train"),
+    "sakdn.report_plots": (*STACKS, "torch", "matplotlib", "plotly"),
     "sakdn.dashboard": ("ray", "sakdn.search"),
     "sakdn.cli": (*STACKS, "torch"),  # `sakdn train` never loads Ray or MLflow
 }

@@ -9,7 +9,9 @@ random sampler's seed 0 draws both kinds), then:
 - ``mlflow server`` on a free loopback port, opened in headless Chromium (Debian's
   ``chromium``, driven by Playwright): the experiment page lists the parent run and, expanded,
   its trials; a trial's artifact view shows its confusion matrix;
-- the ``sakdn report`` page opened from disk: every image loads.
+- the ``sakdn report`` page opened from disk at 1280 px: every image loads, the page is no
+  wider than the window and the leaderboard's last column is reached by scrolling its own box
+  (also for a leaderboard of many sampled keys, written by hand).
 
 Screenshots go to the test's temporary directory; with ``SAKDN_DOCS_IMAGES=1`` they are also
 copied to ``docs/images/`` (what ``docs/results.md`` shows).
@@ -296,9 +298,55 @@ def test_the_report_page_opens_from_disk_with_every_figure(searched, browser, tm
     assert len(widths) == expected and all(w > 0 for w in widths), widths
     rows = page.locator("table.leaderboard tbody tr")
     assert rows.count() == 3
+    fits_the_window(page, 1280)
+    text = page.locator("body").inner_text()
+    assert "Pruned trials are drawn in orange" in text  # the pruned trial, in the plots
+    assert "No parameter importances: they need at least" in text  # 2 completed trials
     page.screenshot(path=tmp_path / "report-full.png", full_page=True)
     page.screenshot(path=tmp_path / "report.png")
     to_docs(tmp_path / "report.png", "report.png")
+    page.close()
+
+
+def fits_the_window(page, width: int) -> dict:
+    """Nothing of the report is wider than the window; the leaderboard's last column is
+    reached by scrolling the leaderboard's own box, with its trial column kept in view."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    box = page.evaluate("""() => {
+        const board = document.querySelector('div.board');
+        board.scrollLeft = board.scrollWidth;
+        const heads = board.querySelectorAll('th');
+        const [b, first, last] = [board, heads[0], heads[heads.length - 1]].map(
+            e => e.getBoundingClientRect());
+        const out = {left: b.left, right: b.right, firstLeft: first.left,
+                     lastLeft: last.left, lastRight: last.right,
+                     scrolls: board.scrollWidth > board.clientWidth};
+        board.scrollLeft = 0;
+        return out;
+    }""")
+    assert box["right"] <= width
+    assert box["left"] - 1 <= box["lastLeft"] and box["lastRight"] <= box["right"] + 1, box
+    assert abs(box["firstLeft"] - box["left"]) <= 2, box  # the trial column stays
+    return box
+
+
+def test_a_wide_leaderboard_scrolls_inside_its_box_at_1280_px(browser, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from sakdn.report import SearchRecord, TrialRow, write_leaderboard
+
+    keys = [f"distill.some_rather_long_key_{i:02d}" for i in range(16)]
+    rows = [TrialRow(n, "PRUNED" if n % 3 else "COMPLETE", f"{n:032x}", [0.123456 * n], 1, 3,
+                     9, 12.5, 4.0, "true", {k: 0.001234 * (n + i) for i, k in enumerate(keys)},
+                     error="boom " * 40 if n == 4 else "")
+            for n in range(6)]
+    record = SearchRecord("wide", "sqlite:///x.db", SimpleNamespace(), ["student/best_val_acc"],
+                          ["max"], rows, param_names=keys)
+    _, board = write_leaderboard(record, tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(board.as_uri())
+    page.wait_for_load_state("load")
+    assert fits_the_window(page, 1280)["scrolls"]  # too wide for the window: its box scrolls
     page.close()
 
 

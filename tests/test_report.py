@@ -1,6 +1,8 @@
 """The search report, from a search written by hand into real MLflow and Optuna stores
-(SQLite in ``tmp_path``, no Ray): leaderboard rows for every trial, embedded images only,
-pruning savings as counted by hand, the search plots and their copies on the parent run."""
+(SQLite in ``tmp_path``, no Ray): leaderboard rows for every trial in a box of their own,
+embedded images only, pruning savings as counted by hand, the search plots (pruned trials at
+their best reported value, importances only from enough completed trials) and their copies on
+the parent run, the wall time of every run of a resumed search."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from sakdn.errors import ConfigError
-from sakdn.report import collect, savings, write_report
+from sakdn.names import SearchMetric
+from sakdn.report import (collect, plot_trials, savings, search_wall_time, wall_time,
+                          write_report)
+from sakdn.report_plots import MIN_IMPORTANCE_TRIALS, history, importance_note, parallel, slices
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -29,6 +34,11 @@ PLAN = [
     (5, "COMPLETE", (0.6, 1.0), 3, 3, "true"),
 ]
 CURVES = {1: [0.3], 4: [0.4, 0.45]}  # what the pruned trials reported per student epoch
+# enough completed trials for parameter importances, and two pruned ones
+MANY = [(n, "COMPLETE", (0.3 + 0.04 * n,), 3, 3, "false") for n in range(MIN_IMPORTANCE_TRIALS)]
+MANY += [(MIN_IMPORTANCE_TRIALS, "PRUNED", None, 1, 3, "false"),
+         (MIN_IMPORTANCE_TRIALS + 1, "PRUNED", None, 2, 3, "false")]
+MANY_CURVES = {MIN_IMPORTANCE_TRIALS: [0.2], MIN_IMPORTANCE_TRIALS + 1: [0.25, 0.35]}
 
 
 class Page(HTMLParser):
@@ -67,8 +77,10 @@ class Page(HTMLParser):
             self.rows[-1][-1] += data
 
 
-def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
-    """A finished search of six trials as the search layer records it; returns its URI."""
+def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s", plan: list = PLAN,
+                 curves: dict[int, list[float]] = CURVES) -> str:
+    """A finished search (by default of six trials) as the search layer records it; returns
+    its URI."""
     import optuna
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -91,9 +103,9 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s") -> str:
     dists = {"student.lr": FloatDistribution(1e-4, 1e-2, log=True),
              "distill.lambda_st": CategoricalDistribution([0.0, 1.0])}
     states = {"COMPLETE": State.COMPLETE, "PRUNED": State.PRUNED, "FAIL": State.FAILED}
-    for number, state, values, run, planned, hit in PLAN:
-        params = {"student.lr": 1e-3 * (number + 1), "distill.lambda_st": float(number % 2)}
-        curve = CURVES.get(number) or ([values[0]] * run if values else [])
+    for number, state, values, run, planned, hit in plan:
+        params = {"student.lr": 1e-3 * (number % 9 + 1), "distill.lambda_st": float(number % 2)}
+        curve = curves.get(number) or ([values[0]] * run if values else [])
         study.add_trial(optuna.trial.create_trial(
             state=getattr(optuna.trial.TrialState, state), params=params, distributions=dists,
             values=list(values[: len(metrics)]) if values else None,
@@ -124,6 +136,13 @@ def search_uri(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("search")
     build_search(tmp, (ACC, FLOPS), name="m")
     return build_search(tmp, (ACC,))
+
+
+@pytest.fixture(scope="module")
+def many_uri(tmp_path_factory) -> str:
+    """A store with one search, ``many``, that has enough completed trials for importances."""
+    return build_search(tmp_path_factory.mktemp("many"), (ACC,), name="many", plan=MANY,
+                        curves=MANY_CURVES)
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +192,8 @@ def test_the_page_is_self_contained_and_shows_rows_plots_and_the_best_trial(
     assert sorted(int(r[0]) for r in body) == [n for n, *_ in PLAN]
     assert parsed.external == [] and "http://" not in text.replace("http://www.w3.org", "")
     plots = sorted(p.stem for p in (page.parent / "plots").glob("*.png"))
-    assert plots == sorted(["optimization_history", "param_importances", "parallel_coordinate",
-                            "slice", "intermediate_values", "timeline"])
+    assert plots == sorted(["optimization_history", "parallel_coordinate", "slice",
+                            "intermediate_values", "timeline"])  # 3 completed: no importances
     assert len(parsed.images) == len(plots) + 1  # the plots and the best trial's figure
     for src in parsed.images:
         assert src.startswith("data:image/png;base64,")
@@ -221,3 +240,106 @@ def test_the_cli_writes_the_page(search_uri, tmp_path, capsys) -> None:
                  "--tracking-uri", search_uri]) == 0
     assert (tmp_path / "cli" / "report.html").stat().st_mtime >= started - 1
     assert f"wrote {tmp_path / 'cli' / 'report.html'}" in capsys.readouterr().out
+
+
+def test_the_leaderboard_scrolls_in_its_own_box_with_the_key_columns_first(page) -> None:
+    text = page.read_text()
+    parsed = Page()
+    parsed.feed(text)
+    assert parsed.rows[0] == ["trial", "state", ACC, "teacher_epochs", "student_epochs",
+                              "planned_student_epochs", "compute_s", "teacher_cache_hit",
+                              "distill.lambda_st", "student.lr", "run_id", "error"]
+    # the table is wrapped in a box that scrolls, never the page; headers may break
+    assert '<div class="board"><table class="leaderboard">' in text
+    assert ".board{overflow:auto;max-width:100%" in text
+    assert "planned_<wbr>student_<wbr>epochs" in text
+    board = (page.parent / "leaderboard.html").read_text()
+    assert '<div class="board"><table class="leaderboard">' in board and ".board{" in board
+
+
+def test_the_plots_place_pruned_trials_at_their_best_reported_value(search_uri, page) -> None:
+    record = collect("s", search_uri)
+    trials = plot_trials(record)
+    # completed: the study's value; pruned: the best value reported; failed trial 3: nothing
+    assert {t.number: (t.state, t.value) for t in trials} == {
+        0: ("COMPLETE", 0.5), 2: ("COMPLETE", 0.75), 5: ("COMPLETE", 0.6),
+        1: ("PRUNED", 0.3), 4: ("PRUNED", 0.45)}
+
+    _, fig = history(trials, ACC, "max")
+    traces = {t.name: t for t in fig.data}
+    assert sorted(zip(traces["pruned"].x, traces["pruned"].y)) == [(1, 0.3), (4, 0.45)]
+    assert traces["pruned"].marker.symbol == "triangle-up-open"  # drawn apart
+    best = traces["best completed so far"]
+    assert (list(best.x), list(best.y)) == ([0, 2, 5], [0.5, 0.75, 0.75])  # completed only
+
+    from sakdn.report_plots import axes_of
+
+    axes = axes_of(record.study)
+    assert [a.name for a in axes] == ["distill.lambda_st", "student.lr"]
+    _, fig = slices(trials, axes, ACC)
+    pruned = [t for t in fig.data if t.name == "pruned"]
+    assert len(pruned) == len(axes) and all(sorted(t.y) == [0.3, 0.45] for t in pruned)
+    _, fig = parallel(trials, axes, ACC, "max")
+    state = fig.data[0].dimensions[0]
+    assert state.label == "state" and sorted(state.values) == [0, 0, 0, 1, 1]
+    assert "Pruned trials are drawn in orange" in page.read_text()
+
+
+def test_importances_need_enough_completed_trials(page, many_uri, tmp_path) -> None:
+    assert importance_note(MIN_IMPORTANCE_TRIALS - 1) and not importance_note(
+        MIN_IMPORTANCE_TRIALS)
+    # 3 completed trials: no importance plot, and a sentence saying why
+    text = page.read_text()
+    assert not (page.parent / "plots" / "param_importances.png").exists()
+    assert (f"No parameter importances: they need at least {MIN_IMPORTANCE_TRIALS} completed "
+            "trials and this search has 3") in text
+    assert "Parameter importances" not in (page.parent / "plots.html").read_text()
+
+    many = write_report("many", out=tmp_path / "many", tracking_uri=many_uri, log_to_run=False)
+    assert (many.parent / "plots" / "param_importances.png").exists()
+    assert "No parameter importances" not in many.read_text()
+    assert "Parameter importances" in (many.parent / "plots.html").read_text()
+    pruned = [t.number for t in plot_trials(collect("many", many_uri)) if t.state == "PRUNED"]
+    assert len(pruned) == 2  # drawn in the history, left out of the importances
+
+
+def test_wall_time_adds_every_run_and_leaves_out_a_run_that_ran_nothing() -> None:
+    s = 1000  # ms
+    trials = [(10 * s, 100 * s), (50 * s, 180 * s), (300 * s, 360 * s), (120 * s, 330 * s)]
+    runs = [(185 * s, 185.0),  # the first run: 0-185 s, interrupted
+            (365 * s, 65.0),  # --resume: 300-365 s, trial 4 continued, one more trial
+            (400 * s, 15.0)]  # --resume again, on the finished search: 385-400 s
+    wall = wall_time(runs, trials)
+    assert (wall.runs, wall.idle, wall.total) == ((185.0, 65.0), (15.0,), 250.0)
+    assert wall_time([], trials).total == 0.0
+
+
+def test_a_resumed_search_shows_all_its_time_and_a_no_op_resume_changes_nothing(
+    many_uri, tmp_path
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from sakdn import tracking as tr
+
+    client = MlflowClient(many_uri)
+    parent = tr.find_parent(client, "many")
+    last_end = max(r.info.end_time for r in tr.children(client, parent))
+
+    def driver_run(end: int, seconds: float) -> None:  # what run.py logs when a run ends
+        tr.log_batch(client, parent.info.run_id,
+                     metrics=[Metric(SearchMetric.WALL_S, seconds, end, 0)])
+
+    driver_run(last_end + 1_000, 185.0)  # the trials ran during these two runs
+    driver_run(last_end + 2_000, 65.0)
+    first = write_report("many", out=tmp_path / "a", tracking_uri=many_uri, log_to_run=False)
+    shown = "250 s over 2 runs of sakdn search (185 s + 65 s)"
+    assert shown in first.read_text()
+
+    driver_run(last_end + 600_000, 15.0)  # a --resume of the finished search: no trial ran
+    again = write_report("many", out=tmp_path / "b", tracking_uri=many_uri, log_to_run=False)
+    assert f"{shown}; not counted: 1 run(s) during which no trial ran (15 s)" in again.read_text()
+    assert (first.parent / "leaderboard.csv").read_text() == (
+        again.parent / "leaderboard.csv").read_text()
+    wall = search_wall_time(client, parent)  # what the driver's summary can print
+    assert (wall.runs, wall.idle, wall.total) == ((185.0, 65.0), (15.0,), 250.0)
