@@ -616,8 +616,9 @@ def render_report(
     commands = "\n".join([
         f"sakdn best {record.name} --tracking-uri {uri}",
         f"sakdn train --from-best {record.name} --tracking-uri {uri}",
-        f"open {uri}" if is_server(uri)
-        else f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}",
+        f"open {tr.ui_url(uri, record.parent.info.experiment_id)}" if is_server(uri)
+        else f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}\n"
+             f"open {tr.ui_url(tr.LOCAL_UI, record.parent.info.experiment_id)}",
     ])
     body = [
         f"<h1>Search {e(record.name)}</h1>",

@@ -190,7 +190,11 @@ def test_the_page_is_self_contained_and_shows_rows_plots_and_the_best_trial(
     header, *body = parsed.rows
     assert header[:3] == ["trial", "state", ACC]
     assert sorted(int(r[0]) for r in body) == [n for n, *_ in PLAN]
-    assert parsed.external == [] and "http://" not in text.replace("http://www.w3.org", "")
+    # nothing is fetched from anywhere: only the printed MLflow UI link names a URL
+    outside = text.replace("http://www.w3.org", "").replace("http://127.0.0.1:5000/#/", "")
+    assert parsed.external == [] and "http://" not in outside
+    assert "http://127.0.0.1:5000/#/experiments/" in text  # the link opens the runs view
+    assert "?workflowType=machine_learning" in text
     plots = sorted(p.stem for p in (page.parent / "plots").glob("*.png"))
     assert plots == sorted(["optimization_history", "parallel_coordinate", "slice",
                             "intermediate_values", "timeline"])  # 3 completed: no importances

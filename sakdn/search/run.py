@@ -63,7 +63,9 @@ class SearchResult:
     study_counts: dict[str, int] = field(default_factory=dict)  # Optuna trial states
     teacher_hits: int = 0
     teacher_lookups: int = 0
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # this run of sakdn search
+    wall_total_s: float | None = None  # every run of this search, this one included
+    wall_runs: int = 0
     interrupted: bool = False  # stopped before every trial ended (Ctrl-C): --resume continues
     resume_command: str = ""  # the command line that continues it
 
@@ -120,6 +122,13 @@ def run_search(
     parts = _build_parts(p)  # sampler, pruner, searcher, scheduler: may raise ConfigError
     tune_dir = p.search.search_dir / TUNE_DIR
     restorable = _check_state(p, parts["searcher"], tune_dir, resume)
+    if resume and _is_finished(parts["searcher"].study, p.search.num_samples):
+        print(f"search {p.search.name} is finished: nothing to run (its report: "
+              f"{p.search.search_dir / 'report' / 'report.html'})", flush=True)
+        return SearchResult(name=p.search.name, path=str(p.search.search_dir),
+                            tracking_uri=p.search.tracking_uri, experiment_id=None,
+                            parent_run_id=None, study_storage=p.search.study_storage,
+                            study_name=p.search.study_name, metric=p.search.metrics)
 
     from sakdn.search.prepare import build_caches
 
@@ -401,6 +410,16 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
     tuner.fit()
 
 
+def _is_finished(study, num_samples: int) -> bool:
+    """Every trial has ended: a ``--resume`` has nothing to run, and rewrites nothing (the
+    parent run, the report) with the records of a run that did nothing."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return (sum(t.state.is_finished() for t in trials) >= num_samples
+            and not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials))
+
+
 def _resume_command(experiment_path: str | Path, overrides: list[str] | tuple[str, ...]) -> str:
     """The command that continues this search: the same file and ``--set`` items (a search's
     settings must not change on resume; ``search.name`` among them when it was set so)."""
@@ -470,6 +489,10 @@ def _close(p: Prepared, parts: dict[str, Any], tracking, started: float,
                                 result.best_trial, "")
             result.best_run_id = run.info.run_id if run else None
         _log_parent_summary(mlflow, tracking.parent_run_id, result, interrupted)
+        from sakdn.report import search_wall_time
+
+        wall = search_wall_time(mlflow, mlflow.get_run(tracking.parent_run_id))
+        result.wall_total_s, result.wall_runs = wall.total, len(wall.runs)
     except Exception as err:  # the summary must not hide the search's own outcome
         logger.warning("could not finish the MLflow records: %s", err)
     return result
@@ -549,7 +572,9 @@ def _print_summary(result: SearchResult) -> None:
           f"{c.get(State.COMPLETE, 0)} complete, "
           f"{c.get(State.PRUNED, 0)} pruned, {c.get(State.FAILED, 0)} failed"
           + (f", {c[State.STOPPED]} stopped" if c.get(State.STOPPED) else "")
-          + f" — in {result.wall_time_s:.0f} s")
+          + f" — in {result.wall_time_s:.0f} s"
+          + (f" ({result.wall_total_s:.0f} s over {result.wall_runs} runs of this search)"
+             if result.wall_runs > 1 and result.wall_total_s is not None else ""))
     if result.best_value is not None:
         values = result.best_value if isinstance(result.best_value, list) else [result.best_value]
         shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(result.metric, values))
