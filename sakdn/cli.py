@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sakdn", description="SAKDN training and distributed search")
     sub = p.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="datasets: synthesise, check, preprocess")
+    data = sub.add_parser("data", help="datasets: synth, check, prepare")
     dsub = data.add_subparsers(dest="data_command", required=True)
     synth = dsub.add_parser("synth", help="write the synthetic dataset in the UTD-MHAD layout")
     synth.add_argument("--out", required=True, type=Path, help="new (or empty) folder")
@@ -43,18 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--repetitions", type=int, help="recordings per subject and class")
     synth.add_argument("--frame-size", type=int, help="video side in pixels")
     synth.add_argument("--duration", type=float, help="seconds per recording")
-    for name, text in (("check", "validate a dataset tree"), ("prepare", "build the cache")):
+    for name, text in (("check", "validate a dataset tree: every file, pairing, splits"),
+                       ("prepare", "build the preprocessing cache (GAF images, frames)")):
         q = dsub.add_parser(name, help=text)
-        q.add_argument("--dataset", required=True)
-        q.add_argument("--root", required=True)
+        q.add_argument("--dataset", required=True,
+                       help="synthetic, utd_mhad, berkeley_mhad, mmact or basic_motions")
+        q.add_argument("--root", required=True, help="the dataset's folder")
         q.add_argument("--config", type=Path, help="experiment file (preprocessing settings)")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config key (gaf.image_size=64); repeatable")
         if name == "prepare":
-            q.add_argument("--workers", type=int, default=2)
+            q.add_argument("--workers", type=int, default=2,
+                           help="processes that decode videos (default 2)")
 
     tr = sub.add_parser("train", help="train teachers and the distilled student")
     tr.add_argument("--config", type=Path, help="experiment YAML (defaults when omitted)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key (student.lr=0.01); repeatable")
     tr.add_argument("--workdir", type=Path,
                     help="checkpoints and models (default train.output_dir)")
     tr.add_argument("--from-best", metavar="SEARCH",
@@ -65,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: sakdn-SEARCH)")
 
     se = sub.add_parser("search", help="run a distributed hyperparameter search")
-    se.add_argument("experiment", type=Path)
+    se.add_argument("experiment", type=Path,
+                    help="an experiment file with a search: section (docs/experiments.md)")
     se.add_argument("--resume", action="store_true", help="continue an interrupted search")
     se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config key (student.lr=0.01) or a search key (search.num_samples=4)")
@@ -102,9 +108,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db")
 
     rp = sub.add_parser("report", help="write a search's HTML report")
-    rp.add_argument("search")
-    rp.add_argument("--out", type=Path)
-    rp.add_argument("--tracking-uri")
+    rp.add_argument("search", help="search name or parent run id")
+    rp.add_argument("--out", type=Path,
+                    help="folder for report.html, plots and leaderboard (default: the search's "
+                    "report/ folder)")
+    rp.add_argument("--tracking-uri",
+                    help="default: MLFLOW_TRACKING_URI, else runs/search/mlflow.db")
 
     tu = sub.add_parser(
         "tracking-user", help="create an MLflow user, or set its password (as an admin)",
@@ -122,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Print every key of an experiment: the training keys, then the search.* "
         "keys when the file has a search: section or --set names a search key (empty values "
         "are derived when a search starts; docs/experiments.md).")
-    cf.add_argument("--config", type=Path)
-    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cf.add_argument("--config", type=Path, help="experiment file (code defaults when omitted)")
+    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config or search key (search.num_samples=4); repeatable")
 
     we = sub.add_parser("weights", help="pretrained backbone weights (torchvision ImageNet)")
     wsub = we.add_subparsers(dest="weights_command", required=True)
