@@ -226,6 +226,10 @@ class DataConfig(Section):
     root: str = _f("data/synthetic")
     protocol: str = _f("cross_subject")
     val_fraction: float = _f(0.25, lo=0.0, hi=0.9)  # share of training subjects held out
+    # cross-validation over training subjects: with folds = k > 1, fold ``fold`` of k seeded
+    # subject folds validates instead of the val_fraction carve-out (a search sets both)
+    folds: int = _f(1, lo=1, hi=64)
+    fold: int = _f(0, lo=0, hi=63)
     split_seed: int = _f(0, lo=0)
     train_subset: int = _f(1, choices=(1, 2, 4, 8))  # MMAct 1/2, 1/4, 1/8 training subsets
     # the student alone trains on every k-th training clip (the teachers on all of them): a
@@ -528,6 +532,13 @@ class SearchConfig(Section):
     time_budget_s: float = _f(0.0, lo=0.0)  # 0: none
     max_failures: int = _f(2, lo=0)
     keep_checkpoints: int = _f(2, lo=1)
+    # Tune keeps a trial checkpoint every k epochs of a stage and at its end: a trial moved to
+    # another node repeats at most k - 1 epochs (on its own node it continues from the last
+    # epoch, which training checkpoints in its work dir every epoch)
+    checkpoint_every: int = _f(5, lo=1)
+    # cross-validated trials: k > 1 folds of the training subjects; a trial trains k times
+    # and its objective is the mean over folds (pruner: wilcoxon or none)
+    folds: int = _f(1, lo=1, hi=64)
     log_models: bool = _f(True)
     flush_timeout_s: float = _f(120.0, lo=0.0)
     points_to_evaluate: str = _f("[]", encode=_points)
@@ -537,6 +548,12 @@ class SearchConfig(Section):
         if len(modes) not in (1, len(metrics)):
             raise ConfigError("search.mode", self.mode,
                               f"give one mode, or one per metric ({len(metrics)})")
+        if self.folds > 1 and (self.pruner not in ("wilcoxon", "none")
+                               or self.scheduler != "optuna"):
+            raise ConfigError(
+                "search.folds", self.folds, "cross-validated trials prune on their folds: "
+                "use search.pruner wilcoxon (or none) with search.scheduler optuna",
+            )
         if self.sampler == "nsga2" and len(metrics) < 2:
             raise ConfigError(
                 "search.sampler", self.sampler, "nsga2 is multi-objective: give several "

@@ -87,6 +87,8 @@ class Result:
     FAILED = "failed"  # the reason a trial could not run (a bad sampled configuration)
     TEACHER_CACHE_HIT = "teacher_cache_hit"
     SUMMARY_PREFIX = "summary/"  # + a key of the run's summary metrics
+    FOLD = "fold"  # the fold a result belongs to (cross-validated trials)
+    FOLD_PREFIX = "fold/"  # + an objective: one fold's value, reported when the fold ends
 
 
 class SearchMetric:

@@ -219,7 +219,7 @@ def test_the_mlflow_ui_shows_the_trials_under_their_search_and_a_confusion_matri
 
     result, _ = searched
     client, parent, runs = children(result)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     exp = result.experiment_id
     from sakdn.tracking import ui_url
 

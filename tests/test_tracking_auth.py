@@ -131,7 +131,7 @@ def test_the_summary_opens_a_local_store_on_loopback_only(capsys):
 
     for uri, expected in (("sqlite:///runs/search/mlflow.db", "compare: mlflow ui --host "
                            "127.0.0.1 --backend-store-uri sqlite:///runs/search/mlflow.db"),
-                          ("http://10.1.2.1:5000", "compare: open http://10.1.2.1:5000 ")):
+                          ("http://10.1.2.1:5000", "compare: open http://10.1.2.1:5000/#/experiments")):
         _print_summary(SearchResult("s", "/x", uri, None, None, "sqlite://", "s", ("m",)))
         assert expected in capsys.readouterr().out
 

@@ -180,6 +180,28 @@ def carve_validation(
     )
 
 
+def subject_folds(train: SampleIndex, k: int, seed: int) -> list[tuple]:
+    """The training subjects dealt into ``k`` folds: shuffled with ``seed``, then dealt round
+    robin, so fold sizes differ by at most one and no subject is in two folds."""
+    subjects = list(train.subjects())
+    if not 2 <= k <= len(subjects):
+        raise ConfigError("data.folds", k, f"must be between 2 and the {len(subjects)} training "
+                          "subjects (whole subjects validate, none in two folds)")
+    random.Random(seed).shuffle(subjects)
+    return [tuple(sorted(subjects[i::k], key=lambda s: natural_key(str(s)))) for i in range(k)]
+
+
+def carve_fold(
+    train: SampleIndex, k: int, fold: int, seed: int
+) -> tuple[SampleIndex, SampleIndex]:
+    """Fold ``fold`` of :func:`subject_folds` validates, the other folds train."""
+    if not 0 <= fold < k:
+        raise ConfigError("data.fold", fold, f"must be in 0..{k - 1} for {k} folds")
+    held = set(subject_folds(train, k, seed)[fold])
+    return (train.subset(lambda s: s.subject not in held),
+            train.subset(lambda s: s.subject in held))
+
+
 def _ceil(x: float) -> int:
     """⌈x⌉ that ignores floating-point dust (0.3 · 10 = 3.0000000000000004 → 3)."""
     return math.ceil(x - 1e-9)

@@ -124,7 +124,7 @@ class ResumingPrunerScheduler(OptunaPrunerScheduler):
 
 def make_scheduler(
     name: str, searcher: TicketingSearcher, metric: str, mode: str, options: dict[str, Any],
-    max_t: int,
+    max_t: int, signal_floor: float | None = None,
 ) -> TrialScheduler:
     """The trial scheduler named by ``search.scheduler``.
 
@@ -137,7 +137,8 @@ def make_scheduler(
         if options:
             raise ConfigError("search.scheduler_options", options,
                               "the optuna scheduler takes none: set search.pruner_options")
-        return ResumingPrunerScheduler(searcher, metric=metric, step_key=Result.PRUNE_STEP)
+        return ResumingPrunerScheduler(searcher, metric=metric, step_key=Result.PRUNE_STEP,
+                                       signal_floor=signal_floor)
     if name == "asha":
         allowed = {"grace_period", "reduction_factor", "brackets", "max_t"}
         bad = sorted(set(options) - allowed)

@@ -141,22 +141,22 @@ class EventPrinter(Callback):
         error = _first_line(_error(trial)) if raised else None
         outcome = trial_outcome(last, self.metrics, raised=raised, error=error)
         seconds = time.time() - self._started.get(trial.trial_id, time.time())
-        where = f"{last.get(Result.STAGE, '?')} epoch {last.get(Result.EPOCH, '?')}"
+        where = _position(last)
         if outcome.state == State.COMPLETE:
             values = ", ".join(f"{m} = {v:.4g}" for m, v in zip(self.metrics, outcome.values))
             return (f"{self.name(trial)} completed: {values} "
                     f"({last.get(Result.EPOCH, '?')} student epochs, {seconds:.0f} s)")
         if outcome.state == State.PRUNED:
             if last.get(Result.DIVERGED):
-                return f"{self.name(trial)} pruned at {where}: {outcome.reason}"
+                return f"{self.name(trial)} pruned{where}: {outcome.reason}"
             value = last.get(self.prune_metric)
             shown = f"{self.prune_metric} = {value:.4g}" if isinstance(value, float) else ""
-            return f"{self.name(trial)} pruned at {where} by {self.rule}: {shown}".rstrip(": ")
+            return f"{self.name(trial)} pruned{where} by {self.rule}: {shown}".rstrip(": ")
         log = f" (log: {self.search_dir}/trials/*/trial.log)"
         number = read_ticket(self.search_dir, trial.trial_id)
         if number is not None:
             log = f" (log: {self.search_dir}/trials/{number:05d}/trial.log)"
-        return f"{self.name(trial)} failed at {where}: {outcome.reason}{log}"
+        return f"{self.name(trial)} failed{where}: {outcome.reason}{log}"
 
     def status(self, trials: Sequence[Any]) -> str:
         running = [t for t in trials if t.status in ("RUNNING", "PAUSED")]
@@ -239,3 +239,14 @@ def progress_metrics(
     for metric, (value, _) in best_so_far(trials, metrics, modes, ended).items():
         values[f"search/best_{metric}"] = value
     return values
+
+
+def _position(last: dict) -> str:
+    """Where a trial stood at its last result: `` at student epoch 3``, `` at fold 1, student
+    epoch 3``, or nothing when no epoch had been reported (a retried trial's first)."""
+    if Result.STAGE not in last:
+        return ""
+    at = f"{last[Result.STAGE]} epoch {last.get(Result.EPOCH, '?')}"
+    if Result.FOLD in last:
+        at = f"fold {last[Result.FOLD]}, {at}"
+    return f" at {at}"

@@ -34,7 +34,7 @@ import yaml
 
 from sakdn.config import ExperimentConfig, Scalar, SearchConfig, dump_yaml, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.names import Role, SearchMetric, State, Tag, trial_name
+from sakdn.names import Result, Role, SearchMetric, State, Tag, trial_name
 from sakdn.search.experiment import Sources, read_experiment
 from sakdn.search.space import SearchSpace, load_space
 
@@ -191,12 +191,32 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
             points_to_evaluate=s.points or None, search_dir=str(s.search_dir),
         )
-        scheduler = make_scheduler(s.scheduler, searcher, s.prune_metric, s.modes[0],
-                                   s.scheduler_kwargs, max_t=_max_student_epochs(p))
+        scheduler = make_scheduler(s.scheduler, searcher, _pruned_on(s), s.modes[0],
+                                   s.scheduler_kwargs, max_t=_max_student_epochs(p),
+                                   signal_floor=_signal_floor(p))
     except ConfigError as err:
         where = p.sources.of(err.key)
         raise err.with_file(where) if where and not err.file else err
     return {"searcher": searcher, "scheduler": scheduler}
+
+
+def _pruned_on(s: SearchConfig) -> str:
+    """The result key pruning reads: the prune metric per student epoch, or per fold when
+    trials are cross-validated (``fold/<metric>``, reported as each fold ends)."""
+    return Result.FOLD_PREFIX + s.prune_metric if s.folds > 1 else s.prune_metric
+
+
+def _signal_floor(p: Prepared) -> float | None:
+    """The accuracy a trial must beat at a step before pruning decides there (``chance_floor``
+    of the smallest validation split): None when pruning is not on an accuracy per epoch."""
+    from sakdn.search.scheduler import chance_floor
+    from sakdn.train.data import split_sizes
+
+    s = p.search
+    if s.folds > 1 or s.modes[0] != "max" or not s.prune_metric.endswith("acc"):
+        return None
+    classes, val = split_sizes(p.config)
+    return chance_floor(classes, val) if val else None
 
 
 def _max_student_epochs(p: Prepared) -> int:
@@ -313,7 +333,16 @@ def _log_parent_artifacts(mlflow, run_id: str, p: Prepared) -> None:
         }, sort_keys=False))
         config = Path(tmp) / "experiment_config.yaml"
         config.write_text(dump_yaml(p.config))
-        for path in (p.experiment_path, p.search.space, resolved, config):
+        paths = [p.experiment_path, p.search.space, resolved, config]
+        if p.search.folds > 1:  # which training subjects validate in which fold
+            from sakdn.train.data import fold_subjects
+
+            folds = Path(tmp) / "folds.json"
+            subjects = fold_subjects(p.config, p.search.folds)
+            folds.write_text(json.dumps({f"fold{i}": list(s) for i, s in enumerate(subjects)},
+                                        indent=1))
+            paths.append(folds)
+        for path in paths:
             mlflow.log_artifact(run_id, str(path), "search")
 
 
@@ -367,6 +396,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
         base=p.config.to_flat(), search_dir=str(s.search_dir), metrics=s.metrics,
         prune_metric=s.prune_metric, tracking=tracking, teacher_store=store,
         log_models=s.log_models, flush_timeout_s=s.flush_timeout_s,
+        checkpoint_every=s.checkpoint_every, folds=s.folds,
     )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, setup=setup), s.resources.as_tune()
@@ -402,7 +432,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
                 callbacks=[callback, ProgressCallback(tracking, s.metrics, s.modes),
-                           EventPrinter(s.metrics, s.modes, s.prune_metric, _rule(s),
+                           EventPrinter(s.metrics, s.modes, _pruned_on(s), _rule(s),
                                         str(s.search_dir))],
                 verbose=0,  # the EventPrinter's lines instead of Tune's tables
             ),

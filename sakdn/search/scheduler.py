@@ -75,10 +75,15 @@ class OptunaPrunerScheduler(FIFOScheduler):
             given to ``TuneConfig``. The direction is the study's.
         step_key: the result key holding the step (the training contract's monotone epoch
             counter); results without it use ``training_iteration``.
+        signal_floor: pruning waits for signal — the pruner is asked at a step only once some
+            trial has reported a value above this floor at that step (a maximised metric;
+            None: no wait). Every value is still reported to the study. At chance level every
+            trial looks alike, and a decision there is a decision on noise (:func:`chance_floor`).
     """
 
     def __init__(
-        self, source: OptunaTrialSource, metric: str | None = None, step_key: str = STEP_KEY
+        self, source: OptunaTrialSource, metric: str | None = None, step_key: str = STEP_KEY,
+        signal_floor: float | None = None,
     ) -> None:
         super().__init__()
         while not hasattr(source, "optuna_trial") and hasattr(source, "searcher"):
@@ -89,6 +94,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         own = metric or getattr(source, "metric", None)
         self._metric = own if isinstance(own, str) else None
         self._warned_multi = False
+        self._floor = signal_floor
         self.pruned: list[str] = []  # Tune trial ids, in the order they were pruned
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -119,9 +125,19 @@ class OptunaPrunerScheduler(FIFOScheduler):
             return self._prune(trial.trial_id)
         step = int(result.get(self._step_key, result.get(TRAINING_ITERATION, 0)))
         ot_trial.report(value, step)
-        if not result.get(Result.COMPLETED) and ot_trial.should_prune():
+        if result.get(Result.COMPLETED) or not self._signal(ot_trial.study, step):
+            return TrialScheduler.CONTINUE
+        if ot_trial.should_prune():
             return self._prune(trial.trial_id)
         return TrialScheduler.CONTINUE
+
+    def _signal(self, study: optuna.Study, step: int) -> bool:
+        """Whether some trial left the noise at ``step`` (always, without a floor or for a
+        minimised metric). Read from the study, so a restored search knows it too."""
+        if self._floor is None or study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            return True
+        values = (t.intermediate_values.get(step) for t in study.get_trials(deepcopy=False))
+        return any(v is not None and math.isfinite(v) and v > self._floor for v in values)
 
     def _prune(self, trial_id: str) -> str:
         self.pruned.append(trial_id)
@@ -139,6 +155,14 @@ class OptunaPrunerScheduler(FIFOScheduler):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.pruned, self._metric = list(state["pruned"]), state["metric"]
+
+
+def chance_floor(num_classes: int, num_items: int, z: float = 2.0) -> float:
+    """The accuracy a guessing model exceeds only by chance: c + z·√(c(1 − c)/n) with
+    c = 1/K (K classes) and n validation items, z standard errors of a binomial proportion
+    above chance (z = 2: about 2.5 % of pure guessers exceed it)."""
+    c = 1.0 / max(num_classes, 1)
+    return c + z * math.sqrt(c * (1.0 - c) / max(num_items, 1))
 
 
 def make_pruner(name: str, **kwargs: Any) -> BasePruner:

@@ -33,8 +33,8 @@ import json
 import math
 import os
 import shutil
-import time
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,6 +63,8 @@ class TrialSetup:
     log_models: bool = _SEARCH_DEFAULTS.log_models
     flush_timeout_s: float = _SEARCH_DEFAULTS.flush_timeout_s
     send_every_s: float = 5.0  # how long MLflow records may wait to be sent with later ones
+    checkpoint_every: int = _SEARCH_DEFAULTS.checkpoint_every
+    folds: int = _SEARCH_DEFAULTS.folds
 
 
 def trial_config(base: Mapping[str, Scalar], sampled: Mapping[str, Any]) -> ExperimentConfig:
@@ -149,6 +151,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
 
     _reset_process_state()
     try:
+        if setup.folds > 1:
+            return _run_folds(experiment, setup, workdir, tracker, reporter, log)
         result = train(
             experiment, callback=reporter, workdir=workdir, teacher_store=setup.teacher_store,
             log=log,
@@ -180,6 +184,66 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         log(f"MLflow unreachable: {tracker.pending} record(s) kept in {workdir / SPOOL} "
             "for the driver to send")
     reporter.report_final(final)
+
+
+FOLD_RESULT = "fold.json"  # a finished fold's objective values, in its fold directory
+
+
+def fold_dir(workdir: Path, fold: int) -> Path:
+    return workdir / f"fold{fold}"
+
+
+def _run_folds(experiment: ExperimentConfig, setup: TrialSetup, workdir: Path, tracker,
+               reporter: _Reporter, log) -> None:
+    """A cross-validated trial: one training per fold of the training subjects.
+
+    Each fold trains in its own directory (teachers per fold from the store), its epochs go to
+    MLflow as ``fold<f>/<key>`` and to Tune on one monotone step; when it ends, its objective
+    values are reported as ``fold/<metric>`` with ``prune_step`` = the fold, so a Wilcoxon
+    pruner compares trials fold by fold. A fold finished before a restart is read back, not
+    trained again. The trial's objective is the mean over folds.
+    """
+    from sakdn.train import train
+
+    keys = tuple(dict.fromkeys((*setup.metrics, setup.prune_metric)))
+    per_fold: list[dict[str, float]] = []
+    for fold in range(setup.folds):
+        directory = fold_dir(workdir, fold)
+        done = directory / FOLD_RESULT
+        if done.exists():
+            values = json.loads(done.read_text())
+            log(f"fold {fold} finished before: {values}")
+        else:
+            config = experiment.replace({"data.folds": setup.folds, "data.fold": fold})
+            reporter.start_fold(fold, config)
+            result = train(config, callback=reporter, workdir=directory,
+                           teacher_store=setup.teacher_store, log=log)
+            values = {k: objective_value(result, k) for k in keys}
+            directory.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(values))
+        per_fold.append(values)
+        reporter.report_fold(fold, values)
+    means = {k: sum(v[k] for v in per_fold) / len(per_fold) for k in keys}
+    tracker.log_metrics({**means, **{f"fold{f}/{Result.SUMMARY_PREFIX}{k}": v[k]
+                                     for f, v in enumerate(per_fold) for k in keys}},
+                        step=reporter.last.get(Result.EPOCH, 0))
+    from sakdn.figures import log_trial_figures  # the last fold's models, as a picture
+
+    log_trial_figures(tracker, fold_dir(workdir, setup.folds - 1), log=log)
+    tracker.log_artifact(workdir / TRIAL_LOG, "logs")
+    tracker.flush(setup.flush_timeout_s)
+    reporter.report_final({**reporter.last, **means, Result.COMPLETED: True})
+
+
+def objective_value(result, key: str) -> float:
+    """A finished run's value of an objective: its summary metric, else the key's value at
+    the last epoch that reported it (``student/best_val_acc``, a running best)."""
+    if key in result.metrics:
+        return float(result.metrics[key])
+    for record in reversed(result.history):
+        if key in record["metrics"]:
+            return float(record["metrics"][key])
+    return math.nan
 
 
 _PROCESS_STATE: tuple | None = None  # torch's process-wide settings before any trial ran
@@ -220,21 +284,41 @@ class _Reporter:
         self.last_metrics: dict[str, Any] = {}
         self.last_checkpoint: Path | None = None
         self._deferred = False
+        self.fold: int | None = None  # the fold training now (cross-validated trials)
+        self._step_offset = 0  # Tune's step before this fold: one monotone step over folds
+        self._fold_epochs = 0
+
+    def start_fold(self, fold: int, config: ExperimentConfig) -> None:
+        self._step_offset += self._fold_epochs
+        self.fold = fold
+        self._fold_epochs = config.teacher.epochs + config.student.epochs
 
     def __call__(self, report) -> None:
         result: dict[str, Any] = dict(report.metrics)
         result.update({Result.STAGE: report.stage, Result.EPOCH: report.epoch,
-                       Result.STEP: report.step})
-        if report.stage == "student":
+                       Result.STEP: self._step_offset + report.step})
+        prefix = ""
+        if self.fold is not None:  # folds prune on their ends, not on epochs
+            result[Result.FOLD] = self.fold
+            prefix = f"fold{self.fold}/"
+        elif report.stage == "student":
             result[Result.PRUNE_STEP] = report.epoch
-        self.tracker.log_metrics(report.metrics, step=report.epoch)
+        self.tracker.log_metrics({prefix + k: v for k, v in report.metrics.items()},
+                                 step=report.epoch)
         self.last, self.last_metrics = result, dict(report.metrics)
         if report.checkpoint_dir is not None:
             self.last_checkpoint = Path(report.checkpoint_dir)
-        if report.done:  # reported with the summary once train() returns
+        if report.done and self.fold is None:  # reported with the summary after train()
             self._deferred = True
             return
-        self._report(result, report.checkpoint_dir)
+        keep = report.stage_end or report.epoch % self.setup.checkpoint_every == 0
+        self._report(result, report.checkpoint_dir if keep else None)
+
+    def report_fold(self, fold: int, values: dict[str, float]) -> None:
+        """A fold's end: its objective values as ``fold/<metric>`` at ``prune_step`` = fold."""
+        result = {**self.last_position(), Result.FOLD: fold, Result.PRUNE_STEP: fold}
+        result.update({Result.FOLD_PREFIX + k: v for k, v in values.items()})
+        self._report(result, None)
 
     def _report(self, result: dict[str, Any], checkpoint_dir: Path | None) -> None:
         from ray import tune
@@ -367,16 +451,20 @@ class _NoTracking:
 
 
 def _restore_checkpoint(checkpoint, workdir: Path, log) -> None:
-    """Put Tune's checkpoint where ``train`` resumes from, unless the work dir's is newer."""
+    """Put Tune's checkpoint where ``train`` resumes from, unless the work dir's is newer
+    (a cross-validated trial's checkpoint goes to the directory of the fold it belongs to)."""
     if checkpoint is None:
         return
     from sakdn.train import checkpoint as ckpt
 
-    target = workdir / "checkpoint" / ckpt.CHECKPOINT_NAME
     with checkpoint.as_directory() as directory:
         source = Path(directory) / ckpt.CHECKPOINT_NAME
         if not source.exists():
             return
+        config = ckpt.load(source).get("config", {})
+        home = (fold_dir(workdir, int(config["data.fold"])) if config.get("data.folds", 1) > 1
+                else workdir)
+        target = home / "checkpoint" / ckpt.CHECKPOINT_NAME
         if target.exists() and _position(target) >= _position(source):
             log(f"resuming from {target} (newer than Tune's checkpoint)")
             return

@@ -143,7 +143,8 @@ class _Run:
                                  "metrics": metrics})
             directory = self.checkpoint(stage.name, epoch, teachers, stage.state())
             done = stage.name == ckpt.STAGES[-1] and epoch == epochs
-            self.callback(EpochReport(stage.name, epoch, step, metrics, directory, done=done))
+            self.callback(EpochReport(stage.name, epoch, step, metrics, directory, done=done,
+                                      stage_end=epoch == epochs))
         stage.finish()
 
 

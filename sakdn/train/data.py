@@ -12,7 +12,14 @@ from sakdn.config import ExperimentConfig
 from sakdn.data import load_index
 from sakdn.data.cache import PreprocessedData, PreprocessSpec, default_cache_dir, prepare
 from sakdn.data.dataset import ClipDataset
-from sakdn.data.index import SampleIndex, carve_validation, every_kth, split
+from sakdn.data.index import (
+    SampleIndex,
+    carve_fold,
+    carve_validation,
+    every_kth,
+    split,
+    subject_folds,
+)
 from sakdn.models.weights import input_normalization
 from sakdn.semantics import class_vectors, semantic_dim
 
@@ -38,6 +45,38 @@ class DataBundle:
         return len(self.index.sensor_names)
 
 
+def _splits(config: ExperimentConfig, final: bool, log: Callable[[str], None]):
+    """The index and its train / validation / test splits (no cache is built)."""
+    index = load_index(config.data, log=log)  # the synthetic dataset is written on first use
+    train, test = split(index, config.data.protocol)
+    train = every_kth(train, config.data.train_subset)  # MMAct's 1/2, 1/4, 1/8 lists
+    if final:
+        val = train.subset(lambda s: False)
+    elif config.data.folds > 1:
+        train, val = carve_fold(train, config.data.folds, config.data.fold, config.data.split_seed)
+    else:
+        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed)
+    return index, train, val, test
+
+
+def split_sizes(config: ExperimentConfig) -> tuple[int, int]:
+    """(classes, validation clips) of a run, without building its cache; with folds, the
+    smallest fold's validation clips."""
+    sizes = []
+    for fold in range(max(config.data.folds, 1)):
+        index, _, val, _ = _splits(config.replace({"data.fold": fold}), False, lambda m: None)
+        sizes.append(len(val))
+    return len(index.class_names), min(sizes)
+
+
+def fold_subjects(config: ExperimentConfig, folds: int) -> list[tuple]:
+    """The training subjects of each of ``folds`` validation folds (``data.split_seed``)."""
+    index = load_index(config.data)
+    train, _ = split(index, config.data.protocol)
+    return subject_folds(every_kth(train, config.data.train_subset), folds,
+                         config.data.split_seed)
+
+
 def build_data(
     config: ExperimentConfig, final: bool = False, log: Callable[[str], None] = lambda m: None
 ) -> DataBundle:
@@ -46,13 +85,7 @@ def build_data(
     With ``final`` the validation subjects go back into training (the final model of a
     search is trained on train + validation and evaluated once on test).
     """
-    index = load_index(config.data, log=log)  # the synthetic dataset is written on first use
-    train, test = split(index, config.data.protocol)
-    train = every_kth(train, config.data.train_subset)  # MMAct's 1/2, 1/4, 1/8 lists
-    if final:
-        val = train.subset(lambda s: False)
-    else:
-        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed)
+    index, train, val, test = _splits(config, final, log)
     spec = PreprocessSpec.from_config(config)
     data = prepare(
         index,

@@ -31,7 +31,8 @@ class EpochReport:
     step: int
     metrics: dict[str, float]
     checkpoint_dir: Path | None = None
-    done: bool = False
+    done: bool = False  # the run's last epoch
+    stage_end: bool = False  # the stage's last epoch
 
 
 Callback = Callable[[EpochReport], None]

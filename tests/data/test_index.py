@@ -155,3 +155,31 @@ def test_single_recording_class_stays_in_training():
     train = _grid(subjects=(1,), actions=(1, 2), reps=(1,))
     fit, val = carve_validation(train, 0.5, seed=0)
     assert len(val) == 0 and fit == train
+
+
+def test_subject_folds_are_disjoint_seeded_and_never_touch_the_test_split(tmp_path) -> None:
+    from sakdn.config import ExperimentConfig
+    from sakdn.data.synthetic import write_synthetic
+    from sakdn.train.data import build_data, fold_subjects
+
+    root = write_synthetic(tmp_path / "syn", classes=2, subjects=8, repetitions=1,
+                           frame_size=16, duration=0.5)
+    config = ExperimentConfig().replace({"data.root": str(root), "data.folds": 3,
+                                         "data.cache_dir": str(tmp_path / "cache"),
+                                         "gaf.image_size": 16, "data.frame_size": 16,
+                                         "train.progress": False})
+    folds = fold_subjects(config, 3)
+    train_subjects = {1, 3, 5, 7}  # cross-subject: odd subjects train
+    flat = [s for fold in folds for s in fold]
+    assert sorted(flat) == sorted(train_subjects) and len(flat) == len(set(flat))
+    assert sorted(len(f) for f in folds) == [1, 1, 2]
+    assert fold_subjects(config, 3) == folds  # seeded
+    others = [fold_subjects(config.replace({"data.split_seed": s}), 3) for s in range(1, 6)]
+    assert any(o != folds for o in others)  # the seed deals them
+    for k, fold in enumerate(folds):
+        bundle = build_data(config.replace({"data.fold": k}))
+        assert {s.subject for s in bundle.val.samples} == set(fold)
+        assert {s.subject for s in bundle.train.samples} == train_subjects - set(fold)
+        assert {s.subject for s in bundle.test.samples} == {2, 4, 6, 8}
+    final = build_data(config, final=True)  # the final model trains on every training subject
+    assert {s.subject for s in final.train.samples} == train_subjects and not len(final.val)

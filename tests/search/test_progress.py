@@ -98,11 +98,21 @@ def test_the_event_printer_says_how_each_trial_ended_under_its_trial_name(
     assert lines[1].startswith(f"trial 0 completed: {M} = 0.5 ")
     assert lines[2] == ("trial 1 pruned at student epoch 3 by successive_halving "
                         "(min_resource=3): student/val_acc = 0.25")
-    assert lines[3].startswith("trial 4 failed at ? epoch ?: bad sampled value (log: ")
+    assert lines[3].startswith("trial 4 failed: bad sampled value (log: ")
     assert lines[3].endswith("/trials/00004/trial.log)")
     assert lines[4] == "trial 7 pruned at student epoch 5: loss nan"
     assert lines[5].startswith("trial 3 failed at teacher epoch 2: ValueError: bad")
     assert "trials: 1 running, 1 pending" in lines[6] and "(trial 2)" in lines[6]
+
+
+def test_a_cross_validated_trial_is_said_to_be_pruned_at_its_fold(tmp_path, capsys) -> None:
+    write_ticket(tmp_path, "b", 1)
+    printer = EventPrinter([M], ["max"], f"fold/{M}", "wilcoxon", str(tmp_path), every_s=0.0)
+    pruned = trial("b", "TERMINATED", **{"stage": "student", "epoch": 2, "step": 5, "fold": 1,
+                                         "prune_step": 1, f"fold/{M}": 0.25})
+    printer.on_trial_complete(0, [], pruned)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"trial 1 pruned at fold 1, student epoch 2 by wilcoxon: fold/{M} = 0.25")
 
 
 def test_the_parent_run_gets_counts_and_best_at_step_trials_finished(tmp_path) -> None:

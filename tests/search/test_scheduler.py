@@ -474,3 +474,63 @@ def test_tune_run_prunes_into_the_optuna_study(tmp_path: Path, monkeypatch) -> N
         (t.number, t.state, t.value, t.params) for t in study.trials
     ]
     assert not any(math.isnan(v) for t in reloaded for v in t.intermediate_values.values())
+
+
+def _plateau_then_learning(step_out: int, trials: int = 6, epochs: int = 8) -> list[list[float]]:
+    """Curves at chance (0.125 ± a few clips of 96) until ``step_out``, then apart."""
+    rng = np.random.default_rng(3)
+    curves = []
+    for i in range(trials):
+        level = 0.3 + 0.08 * i
+        curves.append([float(0.125 + rng.integers(-2, 3) / 96) if s < step_out
+                       else float(level * min(1.0, (s - step_out + 1) / 3))
+                       for s in range(1, epochs + 1)])
+    return curves
+
+
+def test_no_prune_decision_while_every_trial_is_at_chance() -> None:
+    from sakdn.search.scheduler import chance_floor
+
+    floor = chance_floor(8, 96)  # 8 classes, 96 validation clips
+    assert floor == pytest.approx(0.125 + 2 * math.sqrt(0.125 * 0.875 / 96))
+    curves = _plateau_then_learning(step_out=4)
+    assert all(max(c[:3]) < floor for c in curves)  # three epochs of noise around chance
+
+    def decide(signal_floor):
+        searcher = OptunaSpaceSearcher(
+            SPACE, metric="acc", mode="max", study_name=STUDY,
+            pruner=make_pruner("successive_halving", min_resource=1, reduction_factor=3),
+            sampler=optuna.samplers.RandomSampler(seed=0))
+        scheduler = OptunaPrunerScheduler(searcher, step_key="step", signal_floor=signal_floor)
+        decisions = []
+        for i, curve in enumerate(curves):
+            trial = Trial("curve", trial_id=f"p{i:05d}", stub=True)
+            searcher.suggest(trial.trial_id)
+            pruned_at = None
+            for step, value in enumerate(curve, start=1):
+                result = {"acc": value, "step": step, "completed": step == len(curve)}
+                if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                    pruned_at = step
+                    break
+            searcher.on_trial_complete(trial.trial_id, result=result)
+            decisions.append(pruned_at)
+        return decisions, searcher.study
+
+    without, _ = decide(None)
+    assert any(d is not None and d < 4 for d in without)  # the pruner would judge the noise
+    with_floor, study = decide(floor)
+    assert all(d is None or d >= 4 for d in with_floor)  # never at the chance plateau
+    assert any(d is not None for d in with_floor)  # but it still prunes once trials differ
+    early = [t for t in study.trials if t.intermediate_values.get(1) is not None]
+    assert len(early) == len(curves)  # every value is still reported to the study
+
+
+def test_cross_validated_searches_prune_on_folds_only() -> None:
+    from sakdn.config import SearchConfig
+
+    with pytest.raises(ConfigError, match="search.folds"):
+        SearchConfig(space="s.yaml", folds=3, pruner="median").check_together()
+    with pytest.raises(ConfigError, match="search.folds"):
+        SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon",
+                     scheduler="asha").check_together()
+    SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon").check_together()
