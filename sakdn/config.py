@@ -542,6 +542,9 @@ class SearchConfig(Section):
     log_models: bool = _f(True)
     flush_timeout_s: float = _f(120.0, lo=0.0)
     points_to_evaluate: str = _f("[]", encode=_points)
+    # trial 0 trains the experiment's own values of the space's keys (before points_to_evaluate):
+    # the search shows whether it finds better than where it started
+    start_point: bool = _f(False)
 
     def check_together(self) -> None:
         metrics, modes = _csv(self.metric), _csv(self.mode)

@@ -189,7 +189,7 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
         searcher = TicketingSearcher(
             p.space, base=p.config.to_flat(), metric=metric, mode=mode, sampler=sampler,
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
-            points_to_evaluate=s.points or None, search_dir=str(s.search_dir),
+            points_to_evaluate=_points(p) or None, search_dir=str(s.search_dir),
         )
         scheduler = make_scheduler(s.scheduler, searcher, _pruned_on(s), s.modes[0],
                                    s.scheduler_kwargs, max_t=_max_student_epochs(p),
@@ -198,6 +198,13 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
         where = p.sources.of(err.key)
         raise err.with_file(where) if where and not err.file else err
     return {"searcher": searcher, "scheduler": scheduler}
+
+
+def _points(p: Prepared) -> list[dict[str, Any]]:
+    """The configurations tried first: the experiment's own (``search.start_point``), then
+    ``search.points_to_evaluate``."""
+    start = [p.space.start_point(p.config.to_flat())] if p.search.start_point else []
+    return start + p.search.points
 
 
 def _pruned_on(s: SearchConfig) -> str:

@@ -164,6 +164,23 @@ class SearchSpace:
                 chosen[p.key] = effective[p.key] = p.sample(trial)
         return chosen
 
+    def start_point(self, base: Mapping[str, Scalar]) -> dict[str, Scalar]:
+        """The experiment's own values of the keys a trial would sample (``search.start_point``):
+        the configuration the search starts from, as a point to evaluate. Keys whose condition
+        fails under those values are left out, as :meth:`suggest` leaves them out. A value the
+        space cannot produce is an error naming the key (the study could not hold it)."""
+        effective = {**_defaults(), **base}
+        point: dict[str, Scalar] = {}
+        for p in self.params:
+            if p.kind == "fixed" or not all(c.holds(effective[c.key]) for c in p.when):
+                continue
+            value = effective[p.key]
+            if not p.can_take(value):
+                raise SearchSpaceError(self.file, p.key, f"search.start_point: the experiment's "
+                                       f"value {value!r} is outside the space ({p.describe()})")
+            point[p.key] = value
+        return point
+
     def to_optuna_distributions(self) -> dict[str, BaseDistribution]:
         """Every sampled key's Optuna distribution (``fixed`` keys are not sampled)."""
         out: dict[str, BaseDistribution] = {}

@@ -12,6 +12,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from sakdn.config import ExperimentConfig
 from sakdn.errors import SearchSpaceError
 from sakdn.search.space import load_space, parse_space
+from tests.tiny import REPO
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -378,3 +379,33 @@ def test_optuna_distributions_match_the_file() -> None:
     assert study.trials[0].distributions == expected  # what Optuna recorded
     tenths = study.trials[0].params["student.dropout"] * 10
     assert math.isclose(tenths, round(tenths))  # on the step grid
+
+
+def test_the_start_point_is_the_experiments_own_values_under_the_conditions() -> None:
+    space = parse_space({
+        "student.lr": {"loguniform": [1.0e-4, 1.0e-2]},
+        "distill.lambda_st": {"choice": [0.0, 0.01, 0.5]},
+        "distill.temperature": {"choice": [2.0, 4.0], "when": {"distill.lambda_st": [0.01, 0.5]}},
+        "student.epochs": {"fixed": 3},
+    }, file="space.yaml")
+    base = {**ExperimentConfig().to_flat(), "student.lr": 1.0e-3, "distill.lambda_st": 0.01,
+            "distill.temperature": 4.0}
+    # fixed keys are not sampled: the point holds what a trial would sample
+    assert space.start_point(base) == {"student.lr": 1.0e-3, "distill.lambda_st": 0.01,
+                                       "distill.temperature": 4.0}
+    # with soft targets off, their temperature is not sampled either
+    assert space.start_point({**base, "distill.lambda_st": 0.0}) == {
+        "student.lr": 1.0e-3, "distill.lambda_st": 0.0}
+    with pytest.raises(SearchSpaceError, match=r"space.yaml: distill.lambda_st: search.start_"
+                       r"point: the experiment's value 0.1 is outside the space \(choice "):
+        space.start_point({**base, "distill.lambda_st": 0.1})
+
+
+def test_the_main_jobs_start_point_is_its_experiment_file() -> None:
+    """The main job's trial 0 trains experiments/synthetic_search.yaml as it is."""
+    from sakdn.search.run import _points, prepare
+
+    p = prepare(REPO / "experiments" / "synthetic_search.yaml", [])
+    first = _points(p)[0]
+    flat = p.config.to_flat()
+    assert set(first) == set(p.space.keys) and all(flat[k] == v for k, v in first.items())
