@@ -1,9 +1,9 @@
 """The benchmark scripts run in their smallest mode and report what they claim to measure.
 
 Fast: ``data_path.py --quick`` and ``memory.py --quick`` (seconds), the GAF benchmark on a few
-signals, and the benchmarks' pure bookkeeping on hand-made inputs. The three that run searches
-(``search_efficiency``, ``teacher_reuse``, ``orchestration``) start Ray and take about a minute
-each even in ``--quick`` mode: marked slow.
+signals, and the benchmarks' pure bookkeeping on hand-made inputs. The four that run searches
+(``search_efficiency``, ``teacher_reuse``, ``orchestration``, ``search_payoff``) start Ray and
+take a minute or more each even in ``--quick`` mode: marked slow.
 """
 
 from __future__ import annotations
@@ -218,3 +218,17 @@ def test_orchestration_quick_times_both_sides(tmp_path):
     assert len(res["tune"]["train_s"]) == len(res["loop"]["train_s"]) == 2
     assert res["tune"]["wall_s"] > sum(res["tune"]["train_s"])
     assert res["gap_median_s"] > 0
+
+
+@pytest.mark.slow
+def test_search_payoff_quick_pairs_the_chosen_with_the_starting_configuration(tmp_path):
+    out = run_script("search_payoff", tmp_path, "--quick", "--folds", "1", "2",
+                     "--search-seeds", "0", "--train-seeds", "0", "1", timeout=900)
+    rows = out["results"]
+    assert [(r["folds"], r["search_seed"]) for r in rows] == [(1, 0), (2, 0)]
+    for r in rows:
+        # the same starting runs pair with every search, seed by seed
+        assert r["start"] == rows[0]["start"] and len(r["chosen"]) == 2
+        assert r["diff"] == pytest.approx(np.mean(np.subtract(r["chosen"], r["start"])))
+        assert r["optimism"] == pytest.approx(r["val_estimate"] - np.mean(r["chosen"]))
+        assert all(0.0 <= x <= 1.0 for x in r["chosen"] + r["start"])
