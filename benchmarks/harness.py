@@ -187,7 +187,9 @@ def snapshot(workdir: str | Path, experiment: str | Path,
                      REPO / named)
     space_copy = inputs / Path(space).name
     shutil.copyfile(space, space_copy)
-    return copy, {"search.space": str(space_copy)}
+    # sampled trials only: a benchmark's searches differ in what they sample (a --quick space
+    # may not even hold the experiment's start point, search.start_point)
+    return copy, {"search.space": str(space_copy), "search.start_point": "false"}
 
 
 @contextlib.contextmanager

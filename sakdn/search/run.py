@@ -213,14 +213,21 @@ def _pruned_on(s: SearchConfig) -> str:
     return Result.FOLD_PREFIX + s.prune_metric if s.folds > 1 else s.prune_metric
 
 
+# pruners that judge a trial by a bound or by its own curve, not against other trials: the
+# chance plateau makes no comparison of trials there, so they need no wait for signal
+ABSOLUTE_PRUNERS = ("threshold", "patient", "none")
+
+
 def _signal_floor(p: Prepared) -> float | None:
-    """The accuracy a trial must beat at a step before pruning decides there (``chance_floor``
-    of the smallest validation split): None when pruning is not on an accuracy per epoch."""
+    """The accuracy some trial must beat at a step before pruning decides there
+    (``chance_floor`` of the validation split): None when pruning is not on an accuracy per
+    epoch, or when the pruner does not compare trials (``ABSOLUTE_PRUNERS``)."""
     from sakdn.search.scheduler import chance_floor
     from sakdn.train.data import split_sizes
 
     s = p.search
-    if s.folds > 1 or s.modes[0] != "max" or not s.prune_metric.endswith("acc"):
+    if (s.folds > 1 or s.pruner in ABSOLUTE_PRUNERS or s.modes[0] != "max"
+            or not s.prune_metric.endswith("acc")):
         return None
     classes, val = split_sizes(p.config)
     return chance_floor(classes, val) if val else None

@@ -16,7 +16,8 @@ pytestmark = [
 
 
 def _typed(params: dict[str, str]) -> dict:
-    return {k: parse_value(k, v) for k, v in params.items()}
+    """A child run's config params, typed (``effective.*`` params say what a run derived)."""
+    return {k: parse_value(k, v) for k, v in params.items() if not k.startswith("effective.")}
 
 
 @pytest.mark.timeout(900)
@@ -72,7 +73,10 @@ def test_a_search_tracks_every_trial_and_its_best_trains_the_final_model(
         assert child.data.tags["sakdn.node_ip"] == "127.0.0.1"
         # params: the trial's full flat config = the experiment with the sampled values
         expected = from_flat({**base, **trial.params}).to_flat()
-        assert child.data.params == {k: str(v) for k, v in expected.items()}
+        config_params = {k: v for k, v in child.data.params.items()
+                         if not k.startswith("effective.")}
+        assert config_params == {k: str(v) for k, v in expected.items()}
+        assert "effective.distill.gsdm_pairs" in child.data.params  # what GSDM compared
         # metrics: every epoch of each stage, MLflow's step = the stage's own epoch
         teacher = client.get_metric_history(child.info.run_id, "teacher/loss")
         student = client.get_metric_history(child.info.run_id, "student/best_val_acc")
