@@ -36,3 +36,16 @@ def kill_processes_under(marker: str) -> None:
         if marker in cmdline:
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+def wait_while_running(proc: subprocess.Popen, ready, log: Path, timeout: float = 600.0,
+                       poll: float = 1.0) -> None:
+    """Wait until ``ready()`` holds; fail with the log's tail if ``proc`` exits first or the
+    time runs out (a test that stops a search mid-way waits for its moment like this)."""
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, Path(log).read_text()[-3000:]
+        assert time.time() < deadline, "not ready in time:\n" + Path(log).read_text()[-3000:]
+        time.sleep(poll)

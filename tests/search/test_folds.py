@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import kill_processes_under
+from tests.processes import kill_processes_under, wait_while_running
 from tests.search.conftest import process_env
 from tests.tiny import REPO, SMOKE
 
@@ -95,11 +94,7 @@ def test_a_killed_fold_search_resumes_without_training_a_finished_fold_again(
         with open(tmp_path / "first.log", "w") as out:
             driver = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.time() + 600
-            while not first_fold.exists():
-                assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-                assert time.time() < deadline
-                time.sleep(0.5)
+            wait_while_running(driver, first_fold.exists, tmp_path / "first.log", poll=0.5)
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
         kill_processes_under(str(ray_tmp))

@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import kill_processes_under
+from tests.processes import kill_processes_under, wait_while_running
 from tests.search.conftest import process_env
 from tests.tiny import REPO, SMOKE
 
@@ -51,11 +50,8 @@ def test_a_killed_driver_resumes_to_exactly_num_samples_trials(
         with open(log, "w") as out:
             driver = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.time() + 600
-            while "COMPLETE" not in _states(storage, "synthetic_smoke"):
-                assert driver.poll() is None, log.read_text()[-3000:]
-                assert time.time() < deadline, "no trial completed in time"
-                time.sleep(1.0)
+            wait_while_running(driver, lambda: "COMPLETE" in _states(storage, "synthetic_smoke"),
+                               log)
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
         kill_processes_under(str(ray_tmp))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import kill_processes_under, stop_group
+from tests.processes import kill_processes_under, stop_group, wait_while_running
 from tests.search.conftest import process_env
 from tests.tiny import REPO, SMOKE
 
@@ -60,10 +60,7 @@ def test_sigterm_stops_the_search_like_ctrl_c_with_one_resume_line(smoke_overrid
         with open(log, "w") as out:
             proc = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.time() + 600
-            while "started" not in log.read_text():
-                assert proc.poll() is None and time.time() < deadline, log.read_text()
-                time.sleep(1)
+            wait_while_running(proc, lambda: "started" in log.read_text(), log)
             time.sleep(5)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=300)
