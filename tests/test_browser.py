@@ -263,7 +263,8 @@ def test_the_mlflow_ui_shows_the_trials_under_their_search_and_a_confusion_matri
     page.screenshot(path=tmp_path / "mlflow-artifact.png")
 
     ids = ",".join(f'"{r.info.run_id}"' for r in runs)
-    page.goto(f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{exp}"]')
+    page.goto(f'{mlflow_server}/#/compare-runs?runs=[{ids}]&experiments=["{exp}"]'
+              "&workflowType=machine_learning")
     page.get_by_text(f"Comparing {len(runs)} Runs").first.wait_for(timeout=60_000)
     with contextlib.suppress(Exception):  # cosmetic: plot the objective, hide the assistant
         metrics = page.locator(".du-bois-light-select-multiple").nth(1)

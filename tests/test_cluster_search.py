@@ -537,6 +537,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint_on_the_other_worker
     job = Job(cluster, search_command(
         storage, name, NODE_SAMPLES, f"student.epochs={LONG_STUDENT_EPOCHS}",
         "student.width=64", "student.segments=8",  # ~1-3 s per student epoch
+        "search.checkpoint_every=1",  # a Tune checkpoint at every student epoch to move over
     ), tmp_path / "job.log")
     client = tracking(cluster)
     live = None
