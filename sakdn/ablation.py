@@ -194,14 +194,21 @@ def _caption(t: Table) -> str:
 
 
 def to_csv(t: Table) -> str:
-    """One line per (variant, seed) with every metric, then one summary line per variant."""
+    """One line per (variant, seed) with every metric (``ablation.csv``)."""
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["variant", "seed", *METRICS])
     for row in t.rows:
         for i, seed in enumerate(row.seeds):
             w.writerow([row.variant, seed, *(row.values[m][i] for m in METRICS)])
-    w.writerow([])
+    return out.getvalue()
+
+
+def to_summary_csv(t: Table) -> str:
+    """One line per variant: the table's figures unrounded (``ablation_summary.csv``); a
+    separate file, so that each CSV is one table with one header."""
+    out = io.StringIO()
+    w = csv.writer(out)
     w.writerow(["variant", "n", "mean", "sd", "delta", "ci_low", "ci_high", "p_wilcoxon", "wins",
                 "verdict", "metric", "noise_floor"])
     for row in t.rows:
@@ -256,7 +263,9 @@ def figure(t: Table, path: str | Path) -> Path:
     ax.set_yticks(range(len(rows)), [r.variant for r in reversed(rows)])
     ax.set_xlabel(f"paired difference of {t.metric} vs {REFERENCE} (dots: seeds; diamond: mean,"
                   " 95 % CI)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    # above the axes, so that no seed's dot hides behind it
+    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False,
+              borderaxespad=0.2)
     ax.grid(axis="x", alpha=0.3)
     path = Path(path)
     fig.savefig(path, dpi=100)

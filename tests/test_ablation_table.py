@@ -115,6 +115,13 @@ def test_the_table_pairs_each_variant_with_ce_only_on_shared_seeds(tmp_path):
     lines = list(csv.reader(io.StringIO(ablation.to_csv(t))))
     assert lines[0] == ["variant", "seed", *ablation.METRICS]
     assert ["CE + ST", "0", "0.6", "0.7", "0.65"] == lines[1 + 5][:5]
+    assert all(len(line) == len(lines[0]) for line in lines)  # one table, one header
+    summary = list(csv.DictReader(io.StringIO(ablation.to_summary_csv(t))))
+    assert [r["variant"] for r in summary] == names
+    assert float(summary[1]["delta"]) == pytest.approx(st.mean)
+    assert float(summary[1]["ci_low"]) == pytest.approx(st.ci_low)
+    assert summary[1]["verdict"] == "above" and summary[0]["verdict"] == "reference"
+    assert all(float(r["noise_floor"]) == pytest.approx(t.floor) for r in summary)
     page = ablation.to_html(t, "ablation.png")
     assert "<table>" in page and "ablation.png" in page and "class='above'" in page
     png = ablation.figure(t, tmp_path / "ablation.png")

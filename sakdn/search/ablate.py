@@ -140,6 +140,7 @@ def _finished_runs(tracking_uri: str, search: str) -> list[dict[str, Any]]:
 def _write(table: ablation.Table, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.csv").write_text(ablation.to_csv(table))
+    (out / "ablation_summary.csv").write_text(ablation.to_summary_csv(table))
     (out / "ablation.txt").write_text(ablation.to_text(table))
     figure = "ablation.png"
     if any(r.comparison for r in table.rows):

@@ -70,7 +70,8 @@ def test_an_ablation_runs_the_grid_shares_teachers_and_tables_its_runs(
             r.data.metrics)
         assert r.data.params["train.evaluate_test"] == "True"
     out = store / name / "ablation"
-    assert {p.name for p in out.iterdir()} >= {"ablation.csv", "ablation.html", "ablation.txt"}
+    assert {p.name for p in out.iterdir()} >= {"ablation.csv", "ablation_summary.csv",
+                                              "ablation.html", "ablation.txt"}
     assert "noise floor" in (out / "ablation.txt").read_text()
     # nothing left to run: a resume adds no trial and gives the same table
     again = run_ablation(SMOKE, seeds=2, variants=VARIANTS, overrides=overrides, resume=True)
