@@ -40,6 +40,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.studies import trial_states
 from tests.test_local_cluster import BIN, SCRIPTS, Cluster, _netns_usable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,11 +180,7 @@ def load_study(storage: Path, name: str):
 
 
 def study_states(storage: Path, name: str) -> list[str]:
-    try:
-        study = load_study(storage, name)
-    except Exception:  # not created yet
-        return []
-    return [t.state.name for t in study.trials]
+    return trial_states(storage / "searches" / "optuna.db", name)
 
 
 def tune_results(search_dir: Path, tune_trial_id: str) -> list[dict]:

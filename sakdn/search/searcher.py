@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pickle
+import time
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -114,7 +115,8 @@ class OptunaSpaceSearcher(Searcher):
     def _setup_study(self) -> None:
         modes = self._mode if isinstance(self._mode, list) else [self._mode]
         directions = ["maximize" if m == "max" else "minimize" for m in modes]
-        self._storage = self._memory if self._memory is not None else RDBStorage(self._storage_url)
+        memory = self._memory
+        self._storage = memory if memory is not None else open_storage(self._storage_url)
         one = not isinstance(self._mode, list)
         self._study = optuna.create_study(
             storage=self._storage,
@@ -291,3 +293,19 @@ def make_sampler(
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup))
     raise ConfigError("search.sampler", name, "unknown sampler; choose from " + ", ".join(SAMPLERS))
 
+
+def open_storage(url: str, attempts: int = 5) -> RDBStorage:
+    """Optuna's RDB storage at ``url``. Creating the schema of a new database is not safe
+    against a second process doing the same at once (a dashboard, a script or another search
+    opening the study as the search starts): the loser fails with "table ... already exists"
+    or on alembic's version row, both of which exist by then, so it opens the database again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts - 1):
+        try:
+            return RDBStorage(url)
+        except (IntegrityError, OperationalError) as error:
+            if "already exists" not in str(error) and "UNIQUE constraint" not in str(error):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return RDBStorage(url)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.processes import kill_processes_under, wait_while_running
 from tests.search.conftest import process_env
+from tests.studies import trial_states
 from tests.tiny import REPO, SMOKE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,12 +25,7 @@ SAMPLES = 4
 
 
 def _states(storage: str, name: str) -> list[str]:
-    import optuna
-
-    try:
-        return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
-    except Exception:  # not created yet
-        return []
+    return trial_states(Path(storage.removeprefix("sqlite:///")), name)
 
 
 @pytest.mark.timeout(1200)
