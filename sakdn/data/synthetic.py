@@ -24,7 +24,7 @@ Version 3 (the small hand, per-subject camera distance and sleeve colour, strong
 16 subjects by default) replaced version 2, whose video a from-scratch student classified as
 well as the teachers did. Measured with ``experiments/synthetic.yaml`` (cross-subject, 5
 training and 3 validation subjects, 5 seeds): fused teachers 0.97–0.99 validation accuracy,
-the CE-only student 0.46–0.57 (chance 0.125); docs/benchmarks.md, "Ablation". Version 4 keeps
+the CE-only student 0.46–0.57 (chance 0.125); docs/results.md, "Ablations". Version 4 keeps
 every recording of version 3 and replaces the sparse class vectors by dense, word-vector-like
 ones (:func:`class_vectors`).
 
