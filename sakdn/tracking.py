@@ -538,6 +538,14 @@ def _short(err: Exception) -> str:
     return text[0][:200] if text else ""
 
 
+def spool_run_id(spool: str | Path) -> str | None:
+    """The run a spool file's records belong to (None when absent, unreadable or unknown)."""
+    try:
+        return json.loads(Path(spool).read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
 def spool_pending(spool: str | Path) -> int:
     """How many operations a spool file still holds (0 when absent or unreadable)."""
     try:

@@ -16,7 +16,6 @@ study's record, so no run stays RUNNING (``STOPPED`` for trials the study never 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ def flush_spools(
     for spool in sorted(Path(search_dir).glob(f"trials/*/{SPOOL}")):
         if not tr.spool_pending(spool):
             continue
-        run_id = _spool_run(spool)
+        run_id = tr.spool_run_id(spool)
         resolve = None
         if run_id is None:  # the trial never reached MLflow: find its run by Optuna number
             if not spool.parent.name.isdigit():
@@ -171,13 +170,6 @@ def flush_spools(
         if not tr.RunBuffer(mlflow, run_id=run_id, resolve=resolve, spool=spool).flush(wait_s):
             left.append(spool)
     return left
-
-
-def _spool_run(spool: Path) -> str | None:
-    try:
-        return json.loads(spool.read_text()).get("run_id")
-    except (OSError, ValueError):
-        return None
 
 
 def close_children(

@@ -427,6 +427,7 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
                   flush=True)
             return
         from sakdn.search.progress import EventPrinter, ProgressCallback
+        from sakdn.search.trial_figures import FigureCallback
 
         callback = TrackingCallback(tracking, str(s.search_dir), s.metrics)
         tuner = tune.Tuner(
@@ -447,7 +448,10 @@ def _fit(p: Prepared, parts: dict[str, Any], tracking, tune_dir: Path, restorabl
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=s.keep_checkpoints),
                 callbacks=[callback, ProgressCallback(tracking, s.metrics, s.modes),
                            EventPrinter(s.metrics, s.modes, _pruned_on(s), _rule(s),
-                                        str(s.search_dir))],
+                                        str(s.search_dir)),
+                           FigureCallback(str(s.search_dir), s.metrics, s.folds,
+                                          tracking.tracking_uri if tracking else None,
+                                          s.flush_timeout_s)],
                 verbose=0,  # the EventPrinter's lines instead of Tune's tables
             ),
         )

@@ -22,6 +22,8 @@ A thin adapter around :func:`sakdn.train.train` (which knows nothing of Ray or M
   work directory, so a tracking outage delays the records but never stops the trial; it sends
   every ``TrialSetup.send_every_s`` seconds, not every epoch (a store round trip per epoch
   was ~20 ms of a trial's epoch), and before the trial ends or is stopped;
+- a completed trial's figures are drawn after it ends, by a low-priority task the driver
+  starts (``sakdn.search.trial_figures``), not on the trial's clock;
 - every attempt tags the child run with its Tune trial id and node (``sakdn.node_ip``: the
   latest attempt's, ``sakdn.node_ips``: all of them, so a trial moved off a failed node
   shows both).
@@ -176,10 +178,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             if path is not None:
                 tracker.log_artifact(path, "models")
         tracker.log_artifact(workdir / "config.yaml", "config")
-    from sakdn.figures import log_trial_figures  # never raises: a figure cannot fail a trial
-
-    log_trial_figures(tracker, workdir, experiment, log=log)
-    tracker.log_artifact(workdir / TRIAL_LOG, "logs")
+    tracker.log_artifact(workdir / TRIAL_LOG, "logs")  # figures: the driver's FigureCallback
     if not tracker.flush(setup.flush_timeout_s):
         log(f"MLflow unreachable: {tracker.pending} record(s) kept in {workdir / SPOOL} "
             "for the driver to send")
@@ -227,9 +226,6 @@ def _run_folds(experiment: ExperimentConfig, setup: TrialSetup, workdir: Path, t
     tracker.log_metrics({**means, **{f"fold{f}/{Result.SUMMARY_PREFIX}{k}": v[k]
                                      for f, v in enumerate(per_fold) for k in keys}},
                         step=reporter.last.get(Result.EPOCH, 0))
-    from sakdn.figures import log_trial_figures  # the last fold's models, as a picture
-
-    log_trial_figures(tracker, fold_dir(workdir, setup.folds - 1), log=log)
     tracker.log_artifact(workdir / TRIAL_LOG, "logs")
     tracker.flush(setup.flush_timeout_s)
     reporter.report_final({**reporter.last, **means, Result.COMPLETED: True})

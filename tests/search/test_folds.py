@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sakdn.figures import FIGURES
 from tests.processes import kill_processes_under, wait_while_running
 from tests.search.conftest import process_env
 from tests.tiny import REPO, SMOKE
@@ -69,6 +70,10 @@ def test_a_worse_trial_is_pruned_fold_by_fold_with_its_folds_in_optuna_and_mlflo
                                                                 f"fold{fold}/student/loss")]
             assert steps == [1, 2]
     assert runs["0"].data.metrics["student/loss"] == pytest.approx(good.value)
+    figures = {a.path for a in client.list_artifacts(runs["0"].info.run_id, "figures")}
+    assert figures == {f"figures/{name}" for name in FIGURES}  # the last fold's models
+    assert (tmp_path / "store" / "folds" / "trials" / "00000" / "fold1" / "figures").is_dir()
+    assert not client.list_artifacts(runs["1"].info.run_id, "figures")  # pruned: none drawn
     assert runs["1"].data.tags["sakdn.state"] == "PRUNED"
     assert runs["1"].info.run_name == "trial 1 (pruned)"
     from sakdn.search.final import best_of

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from sakdn.config import all_keys, from_flat, parse_value
+from sakdn.figures import FIGURES
 from tests.tiny import SMOKE
 
 pytestmark = [
@@ -98,6 +101,15 @@ def test_a_search_tracks_every_trial_and_its_best_trains_the_final_model(
             run_id=child.info.run_id, artifact_path="models/teachers.pt", tracking_uri=uri,
             dst_path=str(tmp_path / f"dl{trial.number}")))
         teacher_states.append(teachers.state_dict())
+        # figures: on the trial's run, drawn after Tune had the trial's last result (by the
+        # driver's low-priority task, off the trial's clock: sakdn.search.trial_figures)
+        logged = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert logged == {f"figures/{name}" for name in FIGURES}
+        tune_id = trial.user_attrs["tune_trial_id"]
+        (results,) = Path(result.path).glob(f"tune/*{tune_id}*/result.json")
+        workdir = Path(result.path) / "trials" / f"{trial.number:05d}"
+        assert min((workdir / "figures" / name).stat().st_mtime for name in FIGURES) \
+            >= results.stat().st_mtime
 
     # nothing left RUNNING anywhere
     every = client.search_runs([result.experiment_id])
