@@ -14,13 +14,15 @@ search's wall time splits into
 
 ``fixed`` (once per search): validation, data-cache check, MLflow parent run, the first
 trial's start and the last one's end, the report. Per trial: the gap (Tune and the searcher
-between trials, the MLflow child run, the per-trial figures, flushes; with ``--no-reuse-actors``
-also a new process and its imports) plus what ``train()`` itself takes longer inside Tune
+between trials, the MLflow child run, flushes; with ``--no-reuse-actors`` also a new process
+and its imports) plus what ``train()`` itself takes longer inside Tune
 (per-epoch ``tune.report`` with its checkpoint), the latter also per epoch. The share is that
 overhead for a trial of the default search (``experiments/synthetic_search.yaml`` on the default
 synthetic dataset, its epochs) against that trial's ``train()`` time, measured here too.
-The figures a trial draws after ``train()`` (``sakdn.figures.write_trial_figures``) are timed
-apart on a finished short trial, to show the share without them. Target (issue 8): < 5 %.
+A completed trial's figures (``sakdn.figures.write_trial_figures``) are drawn after the trial
+ends, by a low-priority task the driver starts (``sakdn.search.trial_figures``): in no gap,
+but timed apart on a finished short trial to show what they would add. Targets: < 5 %
+(issue 8), < 10 % (issue 16).
 
     python benchmarks/orchestration.py
     python benchmarks/orchestration.py --trials 10 --default-trial-s 45   # reuse a measurement
@@ -41,7 +43,7 @@ import harness
 
 EXPERIMENT = harness.REPO / "experiments" / "synthetic_search.yaml"
 SPACE = harness.REPO / "search_spaces" / "smoke.yaml"
-TARGET_SHARE = 0.05  # issue 8: < 5 % of a default synthetic trial
+TARGET_SHARE = 0.10  # issue 16: < 10 % of a default trial (issue 8 hoped for < 5 %)
 PROCESSES = {False: "Tune reusing the trial process", True: "a new trial process per trial"}
 
 
@@ -163,13 +165,13 @@ def figure_seconds(workdir: Path) -> float:
 
 
 def default_trial(args: argparse.Namespace, experiment: Path) -> dict[str, Any]:
-    """``train()`` seconds and epochs of one trial of the default search (cache built first)."""
+    """``train()`` seconds and epochs of one trial of the default search on the dataset the
+    main job writes (``sakdn data synth`` defaults: 16 subjects; cache built first)."""
     from sakdn.config import load_config
     from sakdn.train import train
     from sakdn.train.data import build_data
 
-    root = harness.synthetic(args.workdir, classes=8, subjects=8, repetitions=4, frame_size=64,
-                             duration=2.0)
+    root = harness.synthetic(args.workdir)
     config = load_config(experiment, {"data.root": str(root), "train.progress": False,
                                       "train.num_threads": args.threads})
     epochs = config.teacher.epochs + config.student.epochs
@@ -221,7 +223,7 @@ def main() -> None:
                      "measured": True, "short_trial": True})
     projected = gap + max(per_epoch, 0.0) * default["epochs"]
     share = projected / default["seconds"]
-    bare = (projected - figures) / default["seconds"]  # were the figures drawn elsewhere
+    with_figures = (projected + figures) / default["seconds"]  # were they drawn in the trial
     label = "the short trial (--quick)" if default.get("short_trial") else "a default trial"
     harness.print_table(
         "Per-trial overhead of Tune",
@@ -231,21 +233,22 @@ def main() -> None:
          ["gap between consecutive train() calls (median)", f"{gap:.2f} s"],
          ["  of it inside the trial's trainable, outside train()", f"{inside:.2f} s"],
          ["  of it between trainables (Tune, actor start)", f"{gap - inside:.2f} s"],
-         ["  the trial's figures (write_trial_figures, timed apart)", f"{figures:.2f} s"],
+         ["the trial's figures (drawn after the trial, off its clock; timed apart)",
+          f"{figures:.2f} s"],
          ["train() slower inside Tune, per epoch (median; < 0 counts 0)", f"{per_epoch:.3f} s"],
          [f"{label}: train() time, {default['epochs']} epochs", f"{default['seconds']:.1f} s"],
          *([[f"{label}: its figures (timed apart)", f"{default['figures_s']:.2f} s"]]
            if "figures_s" in default else []),
          ["its overhead: gap + per-epoch × epochs", f"{projected:.2f} s"],
-         ["share (target < 5 %)", f"{100 * share:.1f} % "
+         [f"share (target < {100 * TARGET_SHARE:.0f} %)", f"{100 * share:.1f} % "
           + ("met" if share < TARGET_SHARE else "not met")],
-         ["share without the per-trial figures", f"{100 * bare:.1f} %"]],
+         ["share had the trial drawn its figures", f"{100 * with_figures:.1f} %"]],
     )
     harness.write_json(args.json, "orchestration", args, {
         "tune": {k: v for k, v in tune.items() if k != "configs"}, "loop": loop,
         "ray_start_s": ray_s, "gap_median_s": gap, "per_epoch_s": per_epoch,
         "inside_trainable_s": inside, "figures_s": figures, "default_trial": default,
-        "projected_overhead_s": projected, "share": share, "share_without_figures": bare,
+        "projected_overhead_s": projected, "share": share, "share_with_figures": with_figures,
         "target_met": share < TARGET_SHARE})
 
 
