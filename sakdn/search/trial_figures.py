@@ -1,8 +1,8 @@
 """A completed trial's figures, drawn off the trial's clock.
 
 Drawing a trial's four figures reloads its models, predicts the validation split and renders
-PNGs: ~0.8–0.9 s of a 13–14 s default trial (docs/benchmarks.md §5). Inside the trial that time
-held the trial's CPU (or GPU) slot and delayed the next trial. Instead the driver's
+PNGs: 1.6–2.3 s per trial here (docs/benchmarks.md §5). Inside the trial that time held the
+trial's CPU (or GPU) slot and delayed the next trial. Instead the driver's
 :class:`FigureCallback` starts one low-priority Ray task per completed trial when Tune reports
 it complete, i.e. after the trial has released its resources:
 
@@ -32,7 +32,9 @@ from ray.tune import Callback
 
 from sakdn.names import State
 from sakdn.outcome import trial_outcome
-from sakdn.search.trainable import NODES, SPOOL, fold_dir, read_ticket, trial_workdir
+from sakdn.search.trainable import (
+    NODES, SPOOL, _NoTracking, fold_dir, read_ticket, trial_workdir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +54,13 @@ def draw_and_log(source: str, spool: str, tracking_uri: str | None, wait_s: floa
     torch.set_num_threads(1)
     run_id = tr.spool_run_id(spool) if tracking_uri else None
     if run_id is None:  # no MLflow, or the trial never reached it: the files only
-        return len(log_trial_figures(_Files(), source, log=logger.warning))
+        return len(log_trial_figures(_NoTracking(), source, log=logger.warning))
     tr.configure_http()
     buffer = tr.RunBuffer(tr.client(tracking_uri), run_id=run_id, spool=spool)
     paths = log_trial_figures(buffer, source, log=logger.warning)
     if not buffer.flush(wait_s):
         logger.warning("MLflow unreachable: the figures of %s wait in %s", source, spool)
     return len(paths)
-
-
-class _Files:
-    """A tracker that keeps nothing: figures drawn for the work directory only."""
-
-    def log_artifact(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 class FigureCallback(Callback):
