@@ -557,6 +557,18 @@ class SearchConfig(Section):
                 "search.folds", self.folds, "cross-validated trials prune on their folds: "
                 "use search.pruner wilcoxon (or none) with search.scheduler optuna",
             )
+        if self.folds > 1 and self.pruner == "wilcoxon":
+            # the smallest one-sided Wilcoxon p of n paired folds, all worse, is 2^-n
+            threshold = float(self.pruner_kwargs.get("p_threshold", 0.1))  # Optuna's default
+            if 2.0 ** -self.folds >= threshold:
+                raise ConfigError(
+                    "search.pruner_options", self.pruner_options,
+                    f"with {self.folds} folds the Wilcoxon pruner can never stop a trial: "
+                    f"its smallest p, every fold worse than the best trial's, is "
+                    f"2^-{self.folds} = {2.0 ** -self.folds:g}, not below p_threshold "
+                    f"{threshold:g}; raise p_threshold (above {2.0 ** -(self.folds - 1):g} it "
+                    f"can stop a trial before its last fold) or use more folds",
+                )
         if self.sampler == "nsga2" and len(metrics) < 2:
             raise ConfigError(
                 "search.sampler", self.sampler, "nsga2 is multi-objective: give several "

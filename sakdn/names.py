@@ -91,6 +91,13 @@ class Result:
     FOLD_PREFIX = "fold/"  # + an objective: one fold's value, reported when the fold ends
 
 
+class StudyAttr:
+    """User attributes on a search's Optuna trials."""
+
+    # on the trial of ``search.start_point``: the baseline, never pruned
+    REFERENCE = "sakdn_reference"
+
+
 class SearchMetric:
     """Metric names on a search's parent run that the report reads back."""
 

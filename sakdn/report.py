@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from sakdn import tracking as tr
 from sakdn.config import DEFAULT_METRIC
 from sakdn.errors import ConfigError
-from sakdn.names import SearchMetric, State, Tag
+from sakdn.names import SearchMetric, State, StudyAttr, Tag
 from sakdn.outcome import from_study
 from sakdn.report_plots import Drawn, PlotTrial, draw, importance_note
 from sakdn.tracking_auth import is_server
@@ -132,6 +132,15 @@ class SearchRecord:
             return None
         sign = -1.0 if self.modes[0] == "max" else 1.0
         return min(complete, key=lambda r: (sign * r.values[0], r.number or 0))
+
+    @property
+    def reference(self) -> TrialRow | None:
+        """The trial of ``search.start_point`` (the experiment's own values), if one ran."""
+        if self.study is None:
+            return None
+        numbers = {t.number for t in self.study.get_trials(deepcopy=False)
+                   if t.user_attrs.get(StudyAttr.REFERENCE)}
+        return next((r for r in self.rows if r.number in numbers), None)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -584,6 +593,17 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
+def _reference_text(ref: TrialRow, best: TrialRow | None, metric: str) -> str:
+    """The experiment's own configuration against the best trial (first objective)."""
+    text = f"trial {ref.number}, the experiment's own values: "
+    if ref.state != State.COMPLETE or ref.values[0] is None:
+        return text + ref.state.lower()
+    text += f"{metric} = {_fmt(ref.values[0])}"
+    if best is not None and best.values[0] is not None:
+        text += f"; best − start point = {best.values[0] - ref.values[0]:+.4f}"
+    return text
+
+
 def render_report(
     record: SearchRecord, plots: Sequence[Drawn], figures: Sequence[Path], saved: Savings
 ) -> str:
@@ -609,6 +629,8 @@ def render_report(
     if best is not None:
         values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(record.metrics, best.values))
         facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"))
+    if (ref := record.reference) is not None:
+        facts.append(("start point", _reference_text(ref, best, record.metrics[0])))
     facts.append(("pruning", _savings_text(saved)))
     facts.append(("teacher store", _teacher_text(record)))
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)

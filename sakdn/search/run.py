@@ -34,7 +34,7 @@ import yaml
 
 from sakdn.config import ExperimentConfig, Scalar, SearchConfig, dump_yaml, parse_overrides
 from sakdn.errors import ConfigError
-from sakdn.names import Result, Role, SearchMetric, State, Tag, trial_name
+from sakdn.names import Result, Role, SearchMetric, State, StudyAttr, Tag, trial_name
 from sakdn.search.experiment import Sources, read_experiment
 from sakdn.search.space import SearchSpace, load_space
 
@@ -59,6 +59,9 @@ class SearchResult:
     best_trial: int | None = None
     best_run_id: str | None = None
     best_config: dict[str, Scalar] | None = None
+    # the trial of search.start_point and its value (first objective), when it completed
+    reference_trial: int | None = None
+    reference_value: float | None = None
     counts: dict[str, int] = field(default_factory=dict)  # child-run states
     study_counts: dict[str, int] = field(default_factory=dict)  # Optuna trial states
     teacher_hits: int = 0
@@ -189,7 +192,8 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
         searcher = TicketingSearcher(
             p.space, base=p.config.to_flat(), metric=metric, mode=mode, sampler=sampler,
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
-            points_to_evaluate=_points(p) or None, search_dir=str(s.search_dir),
+            points_to_evaluate=s.points or None, reference=_reference(p),
+            search_dir=str(s.search_dir),
         )
         scheduler = make_scheduler(s.scheduler, searcher, _pruned_on(s), s.modes[0],
                                    s.scheduler_kwargs, max_t=_max_student_epochs(p),
@@ -200,11 +204,11 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
     return {"searcher": searcher, "scheduler": scheduler}
 
 
-def _points(p: Prepared) -> list[dict[str, Any]]:
-    """The configurations tried first: the experiment's own (``search.start_point``), then
-    ``search.points_to_evaluate``."""
-    start = [p.space.start_point(p.config.to_flat())] if p.search.start_point else []
-    return start + p.search.points
+def _reference(p: Prepared) -> dict[str, Any] | None:
+    """The experiment's own values of the space's keys (``search.start_point``): trial 0,
+    never pruned, so the report can say whether the best trial beats where the search
+    started."""
+    return p.space.start_point(p.config.to_flat()) if p.search.start_point else None
 
 
 def _pruned_on(s: SearchConfig) -> str:
@@ -562,6 +566,9 @@ def _best(result: SearchResult, p: Prepared, study) -> None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return
+    for t in complete:
+        if t.user_attrs.get(StudyAttr.REFERENCE):
+            result.reference_trial, result.reference_value = t.number, t.values[0]
     if len(study.directions) == 1:
         best = study.best_trial
         result.best_value = best.value
@@ -627,6 +634,11 @@ def _print_summary(result: SearchResult) -> None:
         values = result.best_value if isinstance(result.best_value, list) else [result.best_value]
         shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(result.metric, values))
         print(f"best: {trial_name(result.best_trial)}  {shown}  (MLflow run {result.best_run_id})")
+    if result.reference_value is not None and result.best_value is not None:
+        best = result.best_value[0] if isinstance(result.best_value, list) else result.best_value
+        print(f"start point: {trial_name(result.reference_trial)} (the experiment's own values)  "
+              f"{result.metric[0]} = {result.reference_value:.4g}; best − start point = "
+              f"{best - result.reference_value:+.4g}")
     if result.teacher_lookups:
         print(f"teacher store: {result.teacher_hits} hits / {result.teacher_lookups} lookups")
     print(f"compare: {_browse(result.tracking_uri, result.experiment_id)}")

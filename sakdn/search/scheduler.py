@@ -19,6 +19,8 @@ Rules for reported results:
   on, and the trial is recorded PRUNED with the finite values reported before it);
 - a ``completed`` result (the trial's last, after its final epoch) is reported but not judged:
   there is nothing left to save, and the trial ends COMPLETE;
+- the reference trial (``search.start_point``, marked by the searcher) is reported but never
+  judged: it is what the best trial is compared with, so it must finish;
 - multi-objective studies cannot prune (Optuna's ``report`` is single-objective): every trial
   continues.
 """
@@ -49,6 +51,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from sakdn.config import PRUNERS
 from sakdn.errors import ConfigError
 from sakdn.names import Result
+from sakdn.search.searcher import REFERENCE_ATTR
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -125,7 +128,8 @@ class OptunaPrunerScheduler(FIFOScheduler):
             return self._prune(trial.trial_id)
         step = int(result.get(self._step_key, result.get(TRAINING_ITERATION, 0)))
         ot_trial.report(value, step)
-        if result.get(Result.COMPLETED) or not self._signal(ot_trial.study, step):
+        if (result.get(Result.COMPLETED) or ot_trial.user_attrs.get(REFERENCE_ATTR)
+                or not self._signal(ot_trial.study, step)):
             return TrialScheduler.CONTINUE
         if ot_trial.should_prune():
             return self._prune(trial.trial_id)

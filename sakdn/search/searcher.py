@@ -36,13 +36,14 @@ from ray.tune.search.variant_generator import parse_spec_vars
 
 from sakdn.config import SAMPLERS, Scalar
 from sakdn.errors import ConfigError, SearchSpaceError
-from sakdn.names import State
+from sakdn.names import State, StudyAttr
 from sakdn.outcome import TO_STUDY, trial_outcome
 from sakdn.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 TUNE_ID_ATTR = "tune_trial_id"
+REFERENCE_ATTR = StudyAttr.REFERENCE
 
 
 class OptunaSpaceSearcher(Searcher):
@@ -59,6 +60,10 @@ class OptunaSpaceSearcher(Searcher):
             memory (it then travels inside the searcher checkpoint).
         study_name: the study to create or continue.
         points_to_evaluate: configurations (space keys → values) to try first.
+        reference: the configuration the search is judged against (``search.start_point``),
+            tried before ``points_to_evaluate``. Its trial carries ``REFERENCE_ATTR`` and the
+            scheduler never prunes it: a reference stopped early would leave nothing to
+            compare the best trial with.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class OptunaSpaceSearcher(Searcher):
         storage: str | None = None,
         study_name: str = "sakdn",
         points_to_evaluate: Sequence[Mapping[str, Scalar]] | None = None,
+        reference: Mapping[str, Scalar] | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self._space = space
@@ -81,8 +87,10 @@ class OptunaSpaceSearcher(Searcher):
         self._pruner = pruner or NopPruner()
         self._storage_url = storage
         self._study_name = study_name
+        self._reference = dict(reference) if reference is not None else None
+        self._reference_number: int | None = None
         self._points = [dict(p) for p in points_to_evaluate or ()]
-        for point in self._points:
+        for point in self._points + ([self._reference] if self._reference else []):
             for key in point:
                 if key not in space:
                     raise SearchSpaceError(
@@ -134,6 +142,12 @@ class OptunaSpaceSearcher(Searcher):
                 f"study {self._study_name!r} in {self._storage_url} was created to "
                 f"{', '.join(existing)}; use another study name",
             )
+        if self._reference is not None:
+            self._study.enqueue_trial(self._reference, skip_if_exists=True)
+            self._reference_number = next(
+                t.number for t in self._study.get_trials(deepcopy=False)
+                if t.system_attrs.get("fixed_params") == self._reference
+            )
         for point in self._points:
             self._study.enqueue_trial(point, skip_if_exists=True)
         self._adopt_study_trials()
@@ -170,6 +184,8 @@ class OptunaSpaceSearcher(Searcher):
         if ot_trial is None:
             ot_trial = study.ask()
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
+            if ot_trial.number == self._reference_number:
+                ot_trial.set_user_attr(REFERENCE_ATTR, True)
             self._numbers[trial_id] = ot_trial.number
             self._live[trial_id] = ot_trial
         return self._space.suggest(ot_trial, self._base)

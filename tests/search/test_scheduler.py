@@ -16,7 +16,12 @@ from ray.tune.schedulers import TrialScheduler
 
 from sakdn.errors import ConfigError
 from sakdn.search.scheduler import OptunaPrunerScheduler, make_pruner
-from sakdn.search.searcher import TUNE_ID_ATTR, OptunaSpaceSearcher, make_sampler
+from sakdn.search.searcher import (
+    REFERENCE_ATTR,
+    TUNE_ID_ATTR,
+    OptunaSpaceSearcher,
+    make_sampler,
+)
 from sakdn.search.space import parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -525,6 +530,45 @@ def test_no_prune_decision_while_every_trial_is_at_chance() -> None:
     assert len(early) == len(curves)  # every value is still reported to the study
 
 
+def test_the_reference_trial_is_reported_but_never_pruned() -> None:
+    """``search.start_point``'s trial is what the best trial is compared with: a curve the
+    pruner stops in trial 0 when trial 1 ran ahead of it (two trials at once) runs to the end
+    when trial 0 is the reference, and its values still reach the study."""
+    good = [0.2, 0.4, 0.6, 0.7, 0.8]
+    bad = [0.1, 0.1, 0.1, 0.1, 0.1]
+    reference = {"student.dropout": 0.3, "distill.lambda_st": 0.0}
+
+    def run(ref):
+        searcher = OptunaSpaceSearcher(
+            SPACE, metric="acc", mode="max", study_name=STUDY, reference=ref,
+            points_to_evaluate=[{"student.dropout": 0.5, "distill.lambda_st": 0.0}],
+            pruner=make_pruner("successive_halving", min_resource=1, reduction_factor=2),
+            sampler=optuna.samplers.RandomSampler(seed=0))
+        scheduler = OptunaPrunerScheduler(searcher, step_key="step")
+        trials = [Trial("curve", trial_id=f"r{i:05d}", stub=True) for i in range(2)]
+        for trial in trials:  # both asked before either reports, as with concurrent trials
+            searcher.suggest(trial.trial_id)
+        ran = {}
+        for trial, curve in ((trials[1], good), (trials[0], bad)):
+            for step, value in enumerate(curve, start=1):
+                ran[trial.trial_id] = step
+                result = {"acc": value, "step": step, "completed": step == len(curve)}
+                if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                    break
+            searcher.on_trial_complete(trial.trial_id, result=result)
+        return [ran[t.trial_id] for t in trials], searcher.study
+
+    ran, study = run(ref=None)  # trial 0 is the point to evaluate: judged like any trial
+    assert ran == [1, 5] and study.trials[0].state == TrialState.PRUNED
+    ran, study = run(ref=reference)
+    assert study.trials[0].params == reference  # the reference comes before the points
+    assert study.trials[0].user_attrs[REFERENCE_ATTR] is True
+    assert study.trials[1].params["student.dropout"] == 0.5
+    assert REFERENCE_ATTR not in study.trials[1].user_attrs
+    assert ran == [5, 5] and study.trials[0].state == TrialState.COMPLETE
+    assert study.trials[0].intermediate_values == {s: 0.1 for s in range(1, 6)}
+
+
 def test_cross_validated_searches_prune_on_folds_only() -> None:
     from sakdn.config import SearchConfig
 
@@ -533,4 +577,11 @@ def test_cross_validated_searches_prune_on_folds_only() -> None:
     with pytest.raises(ConfigError, match="search.folds"):
         SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon",
                      scheduler="asha").check_together()
-    SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon").check_together()
+    SearchConfig(space="s.yaml", folds=5, pruner="wilcoxon").check_together()
+    # 3 folds all worse give p = 2^-3 = 0.125: at Optuna's default p_threshold 0.1 the pruner
+    # could never act, which is refused rather than run as a search that silently never prunes
+    with pytest.raises(ConfigError, match=r"search.pruner_options.*3 folds.*never stop a trial"
+                                          r".*0\.125, not below p_threshold 0\.1.*above 0\.25"):
+        SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon").check_together()
+    SearchConfig(space="s.yaml", folds=3, pruner="wilcoxon",
+                 pruner_options="{p_threshold: 0.3}").check_together()

@@ -152,19 +152,27 @@ def test_the_optuna_pruner_stops_trials_inside_tune(smoke_overrides, search_env)
 
     from sakdn.search.run import run_search
 
-    # accuracy can never reach 1.01: the threshold pruner prunes at the first student epoch
+    # accuracy can never reach 1.01: the threshold pruner prunes at the first student epoch,
+    # except trial 0, the experiment's own values (search.start_point), which is never pruned
     result = run_search(SMOKE, overrides=smoke_overrides + [
-        "search.name=pruned", "search.num_samples=2", "search.pruner=threshold",
-        "search.pruner_options={lower: 1.01}", "student.epochs=4",
+        "search.name=pruned", "search.num_samples=3", "search.pruner=threshold",
+        "search.pruner_options={lower: 1.01}", "student.epochs=4", "search.start_point=true",
+        "distill.lambda_st=1.0",  # a value of the smoke space
     ])
     study = optuna.load_study(study_name="pruned", storage=result.study_storage)
-    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
-    assert all(list(t.intermediate_values) == [1] for t in study.trials)
-    assert result.counts == {"PRUNED": 2} and result.best_value is None
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert study.trials[0].params["distill.lambda_st"] == 1.0
+    assert list(study.trials[0].intermediate_values) == [1, 2, 3, 4]
+    assert all(list(t.intermediate_values) == [1] for t in study.trials[1:])
+    assert result.counts == {"COMPLETE": 1, "PRUNED": 2}
+    assert (result.reference_trial, result.reference_value) == (0, result.best_value)
     client = MlflowClient(result.tracking_uri)
     for child in client.search_runs(
         [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
     ):
+        if child.data.tags["sakdn.optuna_trial"] == "0":
+            assert child.data.tags["sakdn.state"] == "COMPLETE"
+            continue
         assert child.info.status == "FINISHED" and child.data.tags["sakdn.state"] == "PRUNED"
         assert child.info.run_name == f"trial {child.data.tags['sakdn.optuna_trial']} (pruned)"
         assert not [k for k in child.data.metrics if k.startswith("summary/")]

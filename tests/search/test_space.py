@@ -403,9 +403,9 @@ def test_the_start_point_is_the_experiments_own_values_under_the_conditions() ->
 
 def test_the_main_jobs_start_point_is_its_experiment_file() -> None:
     """The main job's trial 0 trains experiments/synthetic_search.yaml as it is."""
-    from sakdn.search.run import _points, prepare
+    from sakdn.search.run import _reference, prepare
 
     p = prepare(REPO / "experiments" / "synthetic_search.yaml", [])
-    first = _points(p)[0]
+    first = _reference(p)
     flat = p.config.to_flat()
     assert set(first) == set(p.space.keys) and all(flat[k] == v for k, v in first.items())
