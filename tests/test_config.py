@@ -304,8 +304,8 @@ def test_sakdn_config_prints_the_search_keys(capsys) -> None:
     search = [k for k in lines if k.startswith("search.")]
     assert search == list(SearchConfig().to_flat())  # every key, in declaration order
     assert set(lines) == set(all_keys()) | set(search)
-    assert lines["search.num_samples"] == "14"
-    assert lines["search.pruner_options"] == "{min_resource: 3, reduction_factor: 3}"
+    assert lines["search.num_samples"] == "20"
+    assert lines["search.pruner_options"] == "{min_resource: 5, reduction_factor: 2}"
     assert lines["search.resources.cpu"] == "1.0"
     code, lines, _ = _config_command(capsys, "--config", str(SEARCH_FILE),
                                      "--set", "search.num_samples=4", "--set", "student.lr=0.01")
