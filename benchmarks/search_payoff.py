@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +73,11 @@ def shared_overrides(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
 def search_overrides(folds: int, seed: int) -> dict[str, Any]:
     keys: dict[str, Any] = {"search.name": f"payoff_f{folds}_s{seed}", "search.seed": seed,
                             "search.folds": folds}
-    if folds > 1:  # epoch-based pruners do not apply across folds
-        keys.update({"search.pruner": "wilcoxon", "search.pruner_options": "{p_threshold: 0.1}"})
+    if folds > 1:  # epoch-based pruners do not apply across folds; with k folds the pruner
+        # can stop a trial before its last fold only above p = 2^-(k-1) (docs/experiments.md)
+        threshold = min(0.5, 1.2 * 2.0 ** -(folds - 1))
+        keys.update({"search.pruner": "wilcoxon",
+                     "search.pruner_options": f"{{p_threshold: {threshold:g}}}"})
     return keys
 
 
@@ -86,9 +91,15 @@ def test_accuracy(config, workdir: Path, store: Path) -> float:
     return float(result.metrics["student/test_acc"])
 
 
-def trained(config, seeds: list[int], workdir: Path, store: Path) -> list[float]:
-    return [test_accuracy(config.replace({"train.seed": s, "train.progress": False}),
-                          workdir / f"seed{s}", store) for s in seeds]
+def trained(config, seeds: list[int], workdir: Path, store: Path, workers: int) -> list[float]:
+    """Test accuracy per training seed, ``workers`` trainings at once (a process each, as two
+    trials share the machine in the search)."""
+    configs = [config.replace({"train.seed": s, "train.progress": False}) for s in seeds]
+    dirs = [workdir / f"seed{s}" for s in seeds]
+    if workers <= 1:
+        return [test_accuracy(c, d, store) for c, d in zip(configs, dirs)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(test_accuracy, configs, dirs, [store] * len(seeds)))
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -108,7 +119,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     start = load_config(experiment, parse_overrides([f"{k}={v}" for k, v in training.items()]))
     print(f"starting configuration: {args.experiment} without its space; training seeds "
           f"{args.train_seeds}", flush=True)
-    baseline = trained(start, args.train_seeds, Path(args.workdir) / "start", store)
+    baseline = trained(start, args.train_seeds, Path(args.workdir) / "start", store, args.cpus)
     harness.warm_up(experiment, shared)
     harness.start_ray(args.cpus)
     rows = []
@@ -121,7 +132,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 best = best_of(result.name, tracking_uri=result.tracking_uri)
                 chosen_config = from_flat(best["config"], file="best configuration")
                 chosen = trained(chosen_config, args.train_seeds,
-                                 Path(args.workdir) / result.name, store)
+                                 Path(args.workdir) / result.name, store, args.cpus)
                 cmp = stats.paired(chosen, baseline)
                 rows.append({
                     "folds": folds, "search_seed": seed, "trial": best["trial"],
