@@ -96,6 +96,16 @@ class StudyAttr:
 
     # on the trial of ``search.start_point``: the baseline, never pruned
     REFERENCE = "sakdn_reference"
+    # how the trial's configuration came about: an Origin value
+    ORIGIN = "sakdn_origin"
+
+
+class Origin:
+    """Values of ``StudyAttr.ORIGIN``."""
+
+    GIVEN = "given"  # the start point or points_to_evaluate: nothing was sampled
+    STARTUP = "startup"  # at random, by the sampler's start-up phase
+    GUIDED = "guided"  # by the sampler, from the trials that had finished
 
 
 class SearchMetric:

@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from sakdn import tracking as tr
 from sakdn.config import DEFAULT_METRIC
 from sakdn.errors import ConfigError
-from sakdn.names import SearchMetric, State, StudyAttr, Tag
+from sakdn.names import Origin, SearchMetric, State, StudyAttr, Tag
 from sakdn.outcome import from_study
 from sakdn.report_plots import Drawn, PlotTrial, draw, importance_note
 from sakdn.tracking_auth import is_server
@@ -132,6 +132,13 @@ class SearchRecord:
             return None
         sign = -1.0 if self.modes[0] == "max" else 1.0
         return min(complete, key=lambda r: (sign * r.values[0], r.number or 0))
+
+    def origin(self, number: int | None) -> str:
+        """How trial ``number``'s configuration came about (an ``Origin`` value; "" unknown)."""
+        if self.study is None or number is None:
+            return ""
+        return next((str(t.user_attrs.get(StudyAttr.ORIGIN, "")) for t in
+                     self.study.get_trials(deepcopy=False) if t.number == number), "")
 
     @property
     def reference(self) -> TrialRow | None:
@@ -593,6 +600,13 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
+ORIGIN_TEXT = {
+    Origin.GIVEN: "a given configuration (the start point or points_to_evaluate)",
+    Origin.STARTUP: "drawn at random in the sampler's start-up trials",
+    Origin.GUIDED: "drawn by the sampler from the trials finished before it (after start-up)",
+}
+
+
 def _reference_text(ref: TrialRow, best: TrialRow | None, metric: str) -> str:
     """The experiment's own configuration against the best trial (first objective)."""
     text = f"trial {ref.number}, the experiment's own values: "
@@ -628,7 +642,9 @@ def render_report(
         facts.append(("wall time", _wall_text(record.wall)))
     if best is not None:
         values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(record.metrics, best.values))
-        facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"))
+        how = ORIGIN_TEXT.get(record.origin(best.number), "")
+        facts.append(("best trial", f"trial {best.number}: {values} (run {best.run_id})"
+                      + (f"; {how}" if how else "")))
     if (ref := record.reference) is not None:
         facts.append(("start point", _reference_text(ref, best, record.metrics[0])))
     facts.append(("pruning", _savings_text(saved)))

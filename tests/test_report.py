@@ -88,7 +88,7 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s", plan: lis
 
     from sakdn import tracking as tr
     from sakdn.figures import learning_curves_figure
-    from sakdn.names import State, StudyAttr, Tag
+    from sakdn.names import Origin, State, StudyAttr, Tag
 
     uri, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
     modes = ("max", "min")[: len(metrics)]
@@ -110,7 +110,8 @@ def build_search(tmp: Path, metrics: tuple[str, ...], name: str = "s", plan: lis
             state=getattr(optuna.trial.TrialState, state), params=params, distributions=dists,
             values=list(values[: len(metrics)]) if values else None,
             intermediate_values={e + 1: v for e, v in enumerate(curve)},
-            user_attrs={StudyAttr.REFERENCE: True} if number == 0 else {}))
+            user_attrs={StudyAttr.REFERENCE: True, StudyAttr.ORIGIN: Origin.GIVEN} if number == 0
+            else {StudyAttr.ORIGIN: Origin.GUIDED if number >= 2 else Origin.STARTUP}))
         run_id = tr.trial_resolver(tracking, f"tune-{number}", number)(client)
         tr.log_batch(client, run_id, params={**params, "student.epochs": planned},
                      tags={Tag.TEACHER_CACHE_HIT: hit} if hit else {})
@@ -208,6 +209,7 @@ def test_the_page_is_self_contained_and_shows_rows_plots_and_the_best_trial(
     assert "4 of 5 teacher stages loaded from the store" in text
     assert f"sakdn train --from-best s --tracking-uri {search_uri}" in text
     assert "trial 2: student/best_val_acc = 0.75" in text
+    assert "drawn by the sampler from the trials finished before it (after start-up)" in text
     # trial 0 trained the experiment's own values (search.start_point): the search's gain
     assert ("trial 0, the experiment&#x27;s own values: student/best_val_acc = 0.5; "
             "best − start point = +0.2500") in text

@@ -173,7 +173,7 @@ def run_search(
 def _build_parts(p: Prepared) -> dict[str, Any]:
     from sakdn.search.driver import TicketingSearcher, make_scheduler
     from sakdn.search.scheduler import make_pruner
-    from sakdn.search.searcher import make_sampler
+    from sakdn.search.searcher import make_sampler, startup_trials
 
     s = p.search
     options = s.sampler_kwargs
@@ -193,6 +193,7 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
             p.space, base=p.config.to_flat(), metric=metric, mode=mode, sampler=sampler,
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
             points_to_evaluate=s.points or None, reference=_reference(p),
+            startup_trials=startup_trials(s.sampler, s.max_concurrent_trials, **options),
             search_dir=str(s.search_dir),
         )
         scheduler = make_scheduler(s.scheduler, searcher, _pruned_on(s), s.modes[0],

@@ -36,7 +36,7 @@ from ray.tune.search.variant_generator import parse_spec_vars
 
 from sakdn.config import SAMPLERS, Scalar
 from sakdn.errors import ConfigError, SearchSpaceError
-from sakdn.names import State, StudyAttr
+from sakdn.names import Origin, State, StudyAttr
 from sakdn.outcome import TO_STUDY, trial_outcome
 from sakdn.search.space import SearchSpace
 
@@ -64,6 +64,9 @@ class OptunaSpaceSearcher(Searcher):
             tried before ``points_to_evaluate``. Its trial carries ``REFERENCE_ATTR`` and the
             scheduler never prunes it: a reference stopped early would leave nothing to
             compare the best trial with.
+        startup_trials: the sampler's start-up count (``startup_trials``): each asked trial is
+            marked ``StudyAttr.ORIGIN`` given / start-up / guided, so the report can say whether
+            the best trial came from the search's guidance. None: not marked.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class OptunaSpaceSearcher(Searcher):
         study_name: str = "sakdn",
         points_to_evaluate: Sequence[Mapping[str, Scalar]] | None = None,
         reference: Mapping[str, Scalar] | None = None,
+        startup_trials: int | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self._space = space
@@ -89,6 +93,7 @@ class OptunaSpaceSearcher(Searcher):
         self._study_name = study_name
         self._reference = dict(reference) if reference is not None else None
         self._reference_number: int | None = None
+        self._startup = startup_trials
         self._points = [dict(p) for p in points_to_evaluate or ()]
         for point in self._points + ([self._reference] if self._reference else []):
             for key in point:
@@ -186,9 +191,21 @@ class OptunaSpaceSearcher(Searcher):
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
             if ot_trial.number == self._reference_number:
                 ot_trial.set_user_attr(REFERENCE_ATTR, True)
+            if self._startup is not None:
+                ot_trial.set_user_attr(StudyAttr.ORIGIN, self._origin(ot_trial.number))
             self._numbers[trial_id] = ot_trial.number
             self._live[trial_id] = ot_trial
         return self._space.suggest(ot_trial, self._base)
+
+    def _origin(self, number: int) -> str:
+        """How the sampler fills trial ``number``, asked now: an enqueued trial is given; else
+        start-up while fewer than ``startup_trials`` trials have finished (Optuna's samplers
+        count COMPLETE and PRUNED ones), guided after."""
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.number == number and "fixed_params" in t.system_attrs for t in trials):
+            return Origin.GIVEN
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        return Origin.STARTUP if finished < (self._startup or 0) else Origin.GUIDED
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -270,6 +287,21 @@ class OptunaSpaceSearcher(Searcher):
                 self._live[tune_id] = optuna.trial.Trial(study, trial_id)
 
 
+def startup_trials(
+    name: str, concurrency: int = 1, n_startup_trials: int | None = None
+) -> int | None:
+    """How many finished trials ``make_sampler``'s sampler waits for before it stops drawing
+    at random: ``n_startup_trials``, by default ``max(5, 2·concurrency)``. None for samplers
+    without a start-up phase (``random``, ``nsga2``)."""
+    if name in ("random", "nsga2"):
+        return None
+    return _startup(concurrency, n_startup_trials)
+
+
+def _startup(concurrency: int, n_startup_trials: int | None) -> int:
+    return n_startup_trials if n_startup_trials is not None else max(5, 2 * concurrency)
+
+
 def make_sampler(
     name: str, seed: int | None = None, concurrency: int = 1, n_startup_trials: int | None = None
 ) -> BaseSampler:
@@ -282,7 +314,7 @@ def make_sampler(
     """
     if concurrency < 1:
         raise ConfigError("search.concurrency", concurrency, "must be at least 1")
-    startup = n_startup_trials if n_startup_trials is not None else max(5, 2 * concurrency)
+    startup = _startup(concurrency, n_startup_trials)
     if startup < 0:
         raise ConfigError("search.n_startup_trials", startup, "must be >= 0")
     with warnings.catch_warnings():

@@ -569,6 +569,39 @@ def test_the_reference_trial_is_reported_but_never_pruned() -> None:
     assert study.trials[0].intermediate_values == {s: 0.1 for s in range(1, 6)}
 
 
+def test_each_trial_records_whether_it_was_given_drawn_at_random_or_guided() -> None:
+    """Optuna's samplers leave start-up once ``n_startup_trials`` trials have finished (COMPLETE
+    or PRUNED, given ones included): a trial asked while another still runs is drawn at random
+    as well. The report reads the mark to say where the best trial came from."""
+    from sakdn.names import Origin, StudyAttr
+    from sakdn.search.searcher import startup_trials
+
+    assert startup_trials("tpe", concurrency=2) == 5 and startup_trials("tpe", 4) == 8
+    assert startup_trials("gp", 1, n_startup_trials=3) == 3 and startup_trials("random") is None
+    searcher = OptunaSpaceSearcher(
+        SPACE, metric="acc", mode="max", study_name=STUDY, startup_trials=3,
+        reference={"student.dropout": 0.3, "distill.lambda_st": 0.0},
+        points_to_evaluate=[{"student.dropout": 0.5, "distill.lambda_st": 0.0}],
+        sampler=make_sampler("tpe", seed=0, n_startup_trials=3))
+
+    def ask(i: int) -> str:
+        searcher.suggest(f"o{i:05d}")
+        return f"o{i:05d}"
+
+    def finish(tid: str) -> None:
+        searcher.on_trial_complete(tid, result={"acc": 0.5, "step": 1, "completed": True})
+
+    for i in range(2):
+        finish(ask(i))  # the start point, then the given point
+    running = ask(2)  # 2 finished: start-up
+    extra = ask(3)  # still 2 finished (trial 2 runs): start-up too
+    finish(running)
+    finish(extra)
+    finish(ask(4))  # 4 finished: guided
+    origins = [t.user_attrs[StudyAttr.ORIGIN] for t in searcher.study.trials]
+    assert origins == [Origin.GIVEN, Origin.GIVEN, Origin.STARTUP, Origin.STARTUP, Origin.GUIDED]
+
+
 def test_cross_validated_searches_prune_on_folds_only() -> None:
     from sakdn.config import SearchConfig
 
