@@ -62,6 +62,7 @@ class SearchResult:
     # the trial of search.start_point and its value (first objective), when it completed
     reference_trial: int | None = None
     reference_value: float | None = None
+    best_origin: str = ""  # how the best trial's configuration came about (names.Origin)
     counts: dict[str, int] = field(default_factory=dict)  # child-run states
     study_counts: dict[str, int] = field(default_factory=dict)  # Optuna trial states
     teacher_hits: int = 0
@@ -578,6 +579,7 @@ def _best(result: SearchResult, p: Prepared, study) -> None:
         best = min(study.best_trials, key=lambda t: sign * t.values[0])
         result.best_value = list(best.values)
     result.best_trial = best.number
+    result.best_origin = str(best.user_attrs.get(StudyAttr.ORIGIN, ""))
     base = p.config.to_flat()
     sampled = p.space.suggest(optuna.trial.FixedTrial(best.params), base)  # with fixed keys
     result.best_config = trial_config(base, sampled).to_flat()
@@ -634,7 +636,9 @@ def _print_summary(result: SearchResult) -> None:
     if result.best_value is not None:
         values = result.best_value if isinstance(result.best_value, list) else [result.best_value]
         shown = ", ".join(f"{m} = {v:.4g}" for m, v in zip(result.metric, values))
-        print(f"best: {trial_name(result.best_trial)}  {shown}  (MLflow run {result.best_run_id})")
+        origin = f" ({result.best_origin})" if result.best_origin else ""
+        print(f"best: {trial_name(result.best_trial)}{origin}  {shown}  "
+              f"(MLflow run {result.best_run_id})")
     if result.reference_value is not None and result.best_value is not None:
         best = result.best_value[0] if isinstance(result.best_value, list) else result.best_value
         print(f"start point: {trial_name(result.reference_trial)} (the experiment's own values)  "

@@ -166,6 +166,7 @@ def test_the_optuna_pruner_stops_trials_inside_tune(smoke_overrides, search_env)
     assert all(list(t.intermediate_values) == [1] for t in study.trials[1:])
     assert result.counts == {"COMPLETE": 1, "PRUNED": 2}
     assert (result.reference_trial, result.reference_value) == (0, result.best_value)
+    assert result.best_origin == "given"  # the start point: nothing was sampled
     client = MlflowClient(result.tracking_uri)
     for child in client.search_runs(
         [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
