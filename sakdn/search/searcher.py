@@ -149,10 +149,10 @@ class OptunaSpaceSearcher(Searcher):
             )
         if self._reference is not None:
             self._study.enqueue_trial(self._reference, skip_if_exists=True)
-            self._reference_number = next(
+            self._reference_number = next((
                 t.number for t in self._study.get_trials(deepcopy=False)
                 if t.system_attrs.get("fixed_params") == self._reference
-            )
+            ), None)  # None: an earlier trial drew exactly these values, so none was queued
         for point in self._points:
             self._study.enqueue_trial(point, skip_if_exists=True)
         self._adopt_study_trials()
