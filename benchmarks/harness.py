@@ -164,13 +164,15 @@ def quick_sizes() -> dict[str, Any]:
     return {k: flat[k] for k in QUICK_KEYS}
 
 
-def snapshot(workdir: str | Path, experiment: str | Path,
-             space: str | Path | None = None) -> tuple[Path, dict[str, str]]:
+def snapshot(workdir: str | Path, experiment: str | Path, space: str | Path | None = None,
+             start_point: bool = False) -> tuple[Path, dict[str, str]]:
     """Copies of an experiment file and its search space under ``<workdir>/inputs``.
 
     Every search of one benchmark run reads the copies, so an edit of the originals while
     the benchmark runs cannot change its settings half-way. Returns the experiment copy and
     the ``search.space`` override that points at the space copy (``{}`` without a space).
+    Searches sample every trial (``search.start_point=false``) unless ``start_point``: then
+    the experiment's own setting stays (a benchmark of the main job as users run it).
     """
     import yaml
 
@@ -189,7 +191,8 @@ def snapshot(workdir: str | Path, experiment: str | Path,
     shutil.copyfile(space, space_copy)
     # sampled trials only: a benchmark's searches differ in what they sample (a --quick space
     # may not even hold the experiment's start point, search.start_point)
-    return copy, {"search.space": str(space_copy), "search.start_point": "false"}
+    keys = {"search.space": str(space_copy)}
+    return copy, keys if start_point else {**keys, "search.start_point": "false"}
 
 
 @contextlib.contextmanager

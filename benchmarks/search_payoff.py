@@ -11,8 +11,9 @@ selected on the test split: the search sees validation only, the table reads tes
 
 Per search it prints:
 
-- the chosen trial and its validation estimate (the search's best value: one split's best epoch
-  with ``--folds 1``, the mean over folds otherwise);
+- the chosen trial, how it was drawn (given, random start-up or guided by the sampler) and its
+  validation estimate (the search's best value: one split's best epoch with ``--folds 1``, the
+  mean over folds otherwise), beside the start point's (trial 0, never pruned);
 - test accuracy of chosen and starting configurations (mean over training seeds) and the paired
   difference chosen − starting (same training seed: same data order, same initial student) with
   its 95 % t interval and Wilcoxon p (``sakdn.stats.paired``);
@@ -23,6 +24,7 @@ Per search it prints:
     python benchmarks/search_payoff.py                           # 3 searches × folds 1 and 3
     python benchmarks/search_payoff.py --folds 1 --search-seeds 0  # one search: a quick look
     python benchmarks/search_payoff.py --quick                   # tiny data, 3 tiny trials
+    python benchmarks/search_payoff.py --tables a.json b.json    # earlier runs' tables together
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for the searches and the trainings")
+    p.add_argument("--tables", nargs="+", metavar="JSON",
+                   help="print the tables of earlier runs' --json files together (trains nothing)")
     return p.parse_args()
 
 
@@ -113,7 +117,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.quick:
         space_file = Path(args.workdir) / "quick_space.yaml"
         space_file.write_text(QUICK_SPACE)
-    experiment, space = harness.snapshot(args.workdir, args.experiment, space_file)
+    # the main job as users run it: trial 0 is its start point (never pruned)
+    experiment, space = harness.snapshot(args.workdir, args.experiment, space_file,
+                                         start_point=True)
     shared = {**space, **shared_overrides(args, storage)}
     training = {k: v for k, v in shared.items() if not k.startswith("search.")}
     start = load_config(experiment, parse_overrides([f"{k}={v}" for k, v in training.items()]))
@@ -136,6 +142,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cmp = stats.paired(chosen, baseline)
                 rows.append({
                     "folds": folds, "search_seed": seed, "trial": best["trial"],
+                    "origin": result.best_origin, "val_start": result.reference_value,
+                    "trials": sum(result.counts.values()), "complete": result.counts.get(
+                        "COMPLETE", 0),
                     "search_s": wall, "val_estimate": best["value"],
                     "test_chosen": statistics.fmean(chosen), "test_start": statistics.fmean(
                         baseline), "diff": cmp.mean, "ci_low": cmp.ci_low,
@@ -159,9 +168,12 @@ def _pm(low: float, high: float) -> str:
 def print_tables(rows: list[dict[str, Any]]) -> None:
     harness.print_table(
         "Chosen vs starting configuration, trained as train --from-best, tested once",
-        ["folds", "search seed", "best trial", "val estimate", "test chosen", "test start",
-         "chosen − start", "95 % CI", "Wilcoxon p", "wins", "optimism"],
-        [[r["folds"], r["search_seed"], r["trial"], f"{r['val_estimate']:.3f}",
+        ["folds", "search seed", "complete / trials", "best trial", "val estimate",
+         "val start", "test chosen", "test start", "chosen − start", "95 % CI", "Wilcoxon p",
+         "wins", "optimism"],
+        [[r["folds"], r["search_seed"], f"{r['complete']}/{r['trials']}",
+          f"{r['trial']} ({r['origin'] or '?'})", f"{r['val_estimate']:.3f}",
+          "—" if r["val_start"] is None else f"{r['val_start']:.3f}",
           f"{r['test_chosen']:.3f}", f"{r['test_start']:.3f}", f"{r['diff']:+.3f}",
           _pm(r["ci_low"], r["ci_high"]), f"{r['p']:.3f}", f"{r['wins']}/{r['n']}",
           f"{r['optimism']:+.3f}"] for r in rows],
@@ -183,8 +195,38 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         ["folds", "searches", "chosen − start", "95 % CI", "wins", "mean optimism"], summary)
 
 
+def from_json(paths: list[str]) -> list[dict[str, Any]]:
+    """Rows of earlier runs. A row written before the table had its origin and start-point
+    columns gets them from its search's Optuna study (kept under the run's workdir)."""
+    import json
+
+    import optuna
+
+    from sakdn.names import StudyAttr
+
+    rows = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        storage = f"sqlite:///{Path(payload['args']['workdir']) / 'searches' / 'optuna.db'}"
+        for r in payload["results"]:
+            if "origin" not in r:
+                study = optuna.load_study(study_name=f"payoff_f{r['folds']}_s{r['search_seed']}",
+                                          storage=storage)
+                trials = study.get_trials(deepcopy=False)
+                r["origin"] = trials[r["trial"]].user_attrs.get(StudyAttr.ORIGIN, "")
+                r["val_start"] = next((t.value for t in trials
+                                       if t.user_attrs.get(StudyAttr.REFERENCE)), None)
+                r["trials"] = len(trials)
+                r["complete"] = sum(t.state.name == "COMPLETE" for t in trials)
+            rows.append(r)
+    return rows
+
+
 def main() -> None:
     args = parse_args()
+    if args.tables:
+        print_tables(from_json(args.tables))
+        return
     harness.set_threads(args.threads)
     rows = run(args)
     print_tables(rows)

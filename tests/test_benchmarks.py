@@ -232,3 +232,23 @@ def test_search_payoff_quick_pairs_the_chosen_with_the_starting_configuration(tm
         assert r["diff"] == pytest.approx(np.mean(np.subtract(r["chosen"], r["start"])))
         assert r["optimism"] == pytest.approx(r["val_estimate"] - np.mean(r["chosen"]))
         assert all(0.0 <= x <= 1.0 for x in r["chosen"] + r["start"])
+        # trial 0 is the start point, never pruned: its validation value is the table's
+        assert r["val_start"] is not None and r["origin"] in ("given", "startup", "guided")
+    # the tables again from the JSON, reading nothing but the file (and, for rows of an older
+    # script without origin and start point, the searches' Optuna studies)
+    json_path = tmp_path / "search_payoff.json"
+    payload = json.loads(json_path.read_text())
+    for r in payload["results"]:
+        del r["origin"], r["val_start"], r["trials"], r["complete"]
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(payload))
+    again = subprocess.run([sys.executable, str(BENCH / "search_payoff.py"), "--tables",
+                            str(json_path), str(older)], capture_output=True, text=True,
+                           timeout=300, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = [[c.strip() for c in x.strip("|").split("|")] for x in again.stdout.splitlines()
+            if x.startswith("|") and not x.startswith("|-")]
+    searches = [r for r in rows if len(r) == 13 and r[0] != "folds"]
+    assert [r[:2] for r in searches] == [["1", "0"], ["2", "0"]] * 2  # both files' rows
+    assert searches[:2] == searches[2:]  # the studies gave back what the newer rows carry
+    assert searches[0][5] not in ("—", "?") and "(" in searches[0][3]
