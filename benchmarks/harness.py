@@ -104,7 +104,7 @@ def _cell(value: Any) -> str:
 
 
 def _numeric(text: str) -> bool:
-    return bool(re.fullmatch(r"[<>≈~]?-?[\d.]+(e-?\d+)?\s*[%×]?", text))
+    return bool(re.fullmatch(r"[<>≈~]?[-+]?[\d.]+(e-?\d+)?\s*[%×]?", text))
 
 
 def write_json(path: str | None, name: str, args: argparse.Namespace, results: Any) -> None:
