@@ -141,6 +141,16 @@ def test_stage_seconds_leave_out_the_start_up_and_the_summary():
     assert stage_seconds(results, "student") == pytest.approx(3 * 6.0)
 
 
+def test_excess_optimism_takes_away_the_start_points_own_gap():
+    from search_payoff import excess_optimism
+
+    # chosen: 0.60 on validation, 0.75 on test (-0.15); start: 0.40 and 0.65 (-0.25), so the
+    # selection added +0.10 on top of what the final training set and split do alone
+    row = {"optimism": 0.60 - 0.75, "val_start": 0.40, "test_start": 0.65}
+    assert excess_optimism(row) == pytest.approx(0.10)
+    assert excess_optimism({**row, "val_start": None}) is None
+
+
 # --- the scripts ----------------------------------------------------------------------------
 
 
@@ -248,7 +258,11 @@ def test_search_payoff_quick_pairs_the_chosen_with_the_starting_configuration(tm
     assert again.returncode == 0, again.stderr[-3000:]
     rows = [[c.strip() for c in x.strip("|").split("|")] for x in again.stdout.splitlines()
             if x.startswith("|") and not x.startswith("|-")]
-    searches = [r for r in rows if len(r) == 13 and r[0] != "folds"]
+    searches = [r for r in rows if len(r) == 14 and r[0] != "folds"]
     assert [r[:2] for r in searches] == [["1", "0"], ["2", "0"]] * 2  # both files' rows
     assert searches[:2] == searches[2:]  # the studies gave back what the newer rows carry
     assert searches[0][5] not in ("—", "?") and "(" in searches[0][3]
+    from search_payoff import excess_optimism
+
+    # the excess column is the row's optimism beyond the start point's own gap
+    assert [r[13] for r in searches[:2]] == [f"{excess_optimism(r):+.3f}" for r in out["results"]]
