@@ -31,9 +31,15 @@ of the trials that ran before it. The per-epoch results are read back from Tune'
 
 Target (issue 8): the pruned searches reach the target with ≤ 50 % of the unpruned compute.
 
+``--data main`` runs the same three searches on the main job's own dataset and epochs (the
+experiment file's data, 8 teacher and 15 student epochs, 96 validation clips) instead of the
+small one, with ``--target`` and ``--oracle-epoch`` to suit it (e.g. 0.5 and 5): the main job's
+curves sit at chance for several epochs, where the small dataset's leave it by epoch 2–3.
+
     python benchmarks/search_efficiency.py                  # 3 repetitions × 3 searches
     python benchmarks/search_efficiency.py --repetitions 1  # a quick look
     python benchmarks/search_efficiency.py --quick          # 1 search per method, 3 tiny trials
+    python benchmarks/search_efficiency.py --data main --trials 20 --target 0.5 --oracle-epoch 5
     python benchmarks/search_efficiency.py --from-json runs/bench/search_efficiency.json
     python benchmarks/search_efficiency.py --replay runs/bench/search_efficiency.json
 
@@ -59,6 +65,7 @@ TARGET_RATIO = 0.5  # issue 8: pruning reaches the target with ≤ 50 % of the u
 BASE = "no pruning"
 OPTUNA = "Optuna"  # + the experiment's pruner name
 ASHA = "Tune ASHA"
+FILE_EPOCHS = "the file's"  # --data main: the experiment's own student epochs
 
 
 def methods(experiment: Path, asha: dict[str, int], quick: bool = False
@@ -96,10 +103,15 @@ def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "search_efficiency")
     p.add_argument("--repetitions", type=int, default=3, help="seeds 0 .. repetitions-1")
     p.add_argument("--trials", type=int, default=24, help="trials per search")
+    p.add_argument("--data", choices=["small", "main"], default="small",
+                   help="small: 4 classes, 32-px frames, 32 validation clips (default); main: "
+                        "the experiment's own dataset and epochs")
     p.add_argument("--target", type=float, default=1.0,
                    help="validation accuracy to reach (default: all 32 validation clips)")
-    p.add_argument("--student-epochs", type=int, default=10)
-    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--student-epochs", type=int,
+                   help="default: 10 on the small dataset, the file's with --data main")
+    p.add_argument("--teacher-epochs", type=int,
+                   help="default: 4 on the small dataset, the file's with --data main")
     p.add_argument("--asha", default="grace_period=3,reduction_factor=3",
                    help="ASHA options, k=v,... (default: the rungs of the experiment's pruner)")
     p.add_argument("--oracle-epoch", type=int, default=3,
@@ -119,11 +131,17 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.quick:
         args.repetitions, args.trials, args.student_epochs, args.teacher_epochs = 1, 3, 3, 1
-        args.target, args.oracle_epoch = 0.5, 1
+        args.target, args.oracle_epoch, args.data = 0.5, 1, "small"
+    if args.data == "small":
+        args.student_epochs = args.student_epochs or 10
+        args.teacher_epochs = args.teacher_epochs or 4
     return args
 
 
-def dataset(args: argparse.Namespace) -> Path:
+def dataset(args: argparse.Namespace) -> Path | None:
+    """The data root of the searches; None: the experiment file's own (``--data main``)."""
+    if args.data == "main":
+        return None
     if args.quick:
         return harness.tiny(args.workdir)
     # 4 classes (two video-confusable pairs) × 12 subjects × 4 repetitions, 32-px frames: the
@@ -133,17 +151,20 @@ def dataset(args: argparse.Namespace) -> Path:
                              frame_size=32, duration=1.5)
 
 
-def overrides(args: argparse.Namespace, root: Path, storage: Path,
+def overrides(args: argparse.Namespace, root: Path | None, storage: Path,
               space: dict[str, str]) -> dict[str, Any]:
     """Config and search keys shared by every search of the benchmark."""
-    keys: dict[str, Any] = {**space,
-        "data.root": root, "data.frame_size": 32,
-        "teacher.epochs": args.teacher_epochs, "student.epochs": args.student_epochs,
-        "train.num_threads": args.threads,
+    keys: dict[str, Any] = {**space, "train.num_threads": args.threads,
         "search.num_samples": args.trials, "search.max_concurrent_trials": args.concurrency,
         "search.storage_path": storage, "search.time_budget_s": 0,
         "search.log_models": "false",
     }
+    if root is not None:
+        keys.update({"data.root": root, "data.frame_size": 32})
+    for key, value in (("teacher.epochs", args.teacher_epochs),
+                       ("student.epochs", args.student_epochs)):
+        if value is not None:
+            keys[key] = value
     if args.quick:
         keys.update(harness.quick_sizes())
     for item in args.set:
@@ -472,14 +493,16 @@ def main() -> None:
         for key in ("trials", "concurrency", "target", "repetitions", "method_names",
                     "oracle_epoch", "student_epochs"):
             setattr(args, key, saved["args"][key])
+        args.data = saved["args"].get("data", "small")
         VERSION = saved["results"].get("generator_version", "?")  # noqa: N806
     else:
         rows = run(args)
     mark = lambda r, key: f"{'' if r['reached'] else '>'}{r[key]:.0f}"  # noqa: E731
     harness.print_table(
-        f"Searches ({args.trials} trials of {args.student_epochs} student epochs, "
-        f"{args.concurrency} at a time, target {METRIC} ≥ {args.target}, "
-        f"synthetic generator v{VERSION})",
+        f"Searches ({args.trials} trials of {args.student_epochs or FILE_EPOCHS} student "
+        f"epochs, {args.concurrency} at a time, target {METRIC} ≥ {args.target}, "
+        f"{'the main job' if args.data == 'main' else 'small'} dataset, synthetic generator "
+        f"v{VERSION})",
         ["method", "seed", "trial-epochs to target", "epoch-s to target", "trial-s to target",
          "total trial-epochs", "trials reaching target", "trial-epochs per hit",
          "stopped early", "best val acc", "search wall s"],

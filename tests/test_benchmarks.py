@@ -61,6 +61,21 @@ def test_compute_until_counts_earlier_trials_and_the_reaching_epoch():
     assert out["best_val_acc"] == 0.95
 
 
+def test_search_efficiency_on_the_main_data_keeps_the_files_data_and_epochs(monkeypatch, tmp_path):
+    import search_efficiency as se
+
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--data", "main"])
+    main = se.parse_args()
+    keys = se.overrides(main, se.dataset(main), tmp_path, {})
+    assert se.dataset(main) is None
+    assert not {"data.root", "data.frame_size", "teacher.epochs", "student.epochs"} & set(keys)
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py"])  # the small dataset
+    small = se.parse_args()
+    keys = se.overrides(small, tmp_path / "small", tmp_path, {})
+    assert keys["data.root"] == tmp_path / "small" and keys["data.frame_size"] == 32
+    assert (keys["teacher.epochs"], keys["student.epochs"]) == (4, 10)
+
+
 def test_compute_until_unreached_target_counts_everything():
     from search_efficiency import compute_until
 
