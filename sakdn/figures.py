@@ -447,7 +447,8 @@ def _sheet(
     return fig
 
 
-_SKIP = ("lr", "train_acc", "val_acc", "best_val_acc", "test_acc")
+_SKIP = ("lr", "train_acc", "val_acc", "best_val_acc", "test_acc", "val_p_true", "test_p_true",
+         "test_loss")
 
 
 def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
@@ -472,12 +473,17 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
                 continue
             ys = [h["metrics"].get(key, np.nan) for h in records]
             loss_ax.plot(epochs, ys, marker=".", lw=2.0 if name == "loss" else 1.0, label=name)
-        for name, style in (("train_acc", "-"), ("val_acc", "-"), ("best_val_acc", "--")):
+        for name, style in (("train_acc", "-"), ("val_acc", "-"), ("best_val_acc", "--"),
+                            ("val_p_true", ":")):
             if any(prefix + name in h["metrics"] for h in records):
                 ys = [h["metrics"].get(prefix + name, np.nan) for h in records]
                 acc_ax.plot(epochs, ys, style, marker=".", label=name)
-        loss_ax.set_title(f"{stage}: training loss terms", fontsize=9)
-        acc_ax.set_title(f"{stage}: accuracy", fontsize=9)
+        loss_ax.set_title(f"{stage}: training loss terms" + (
+            ", validation loss" if any(prefix + "val_loss" in h["metrics"] for h in records)
+            else ""), fontsize=9)
+        acc_ax.set_title(f"{stage}: accuracy" + (
+            " (val_p_true: mean probability of the true class)"
+            if any(prefix + "val_p_true" in h["metrics"] for h in records) else ""), fontsize=9)
         acc_ax.set_ylim(-0.02, 1.02)
         for ax in (loss_ax, acc_ax):
             ax.set_xlabel("epoch", fontsize=8)

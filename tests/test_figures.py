@@ -231,7 +231,8 @@ def test_learning_curves_plot_the_history_values() -> None:
         {"stage": "student", "epoch": e, "step": 2 + e,
          "metrics": {"student/loss": 3.0 - e, "student/gsdm": 0.5, "student/train_acc": 0.3,
                      "student/val_acc": [0.4, 0.2, 0.3][e - 1],
-                     "student/best_val_acc": [0.4, 0.4, 0.4][e - 1]}}
+                     "student/best_val_acc": [0.4, 0.4, 0.4][e - 1],
+                     "student/val_loss": 2.0, "student/val_p_true": 0.25}}
         for e in (1, 2, 3)
     ]
     fig = learning_curves_figure(history)
@@ -240,8 +241,9 @@ def test_learning_curves_plot_the_history_values() -> None:
     assert lines == {"loss": ([1, 2], [2.0, 1.0]), "ce": ([1, 2], [1.0, 0.5])}  # no lr, no acc
     lines = {ln.get_label(): list(ln.get_ydata()) for ln in s_acc.lines}
     assert lines == {"train_acc": [0.3] * 3, "val_acc": [0.4, 0.2, 0.3],
-                     "best_val_acc": [0.4] * 3}
-    assert {ln.get_label() for ln in s_loss.lines} == {"loss", "gsdm"}
+                     "best_val_acc": [0.4] * 3, "val_p_true": [0.25] * 3}
+    assert {ln.get_label() for ln in s_loss.lines} == {"loss", "gsdm", "val_loss"}
+    assert "validation loss" in s_loss.get_title() and "validation" not in t_loss.get_title()
     assert {ln.get_label() for ln in t_acc.lines} == {"train_acc", "val_acc", "best_val_acc"}
 
 

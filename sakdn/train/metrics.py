@@ -12,6 +12,15 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
     return int((top == labels[:, None]).any(dim=-1).sum())
 
 
+def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean softmax probability of the true class, (1/N) Σ_i softmax(z_i)[y_i]: the accuracy
+    expected from sampling the model's prediction, 1/K for a uniform guess. Unlike accuracy it
+    moves while the argmax still sits on one class (the first student epochs)."""
+    if not len(labels):
+        return float("nan")
+    return float(logits.float().softmax(dim=-1).gather(1, labels.long()[:, None]).mean())
+
+
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes, num_classes) counts; row = true class, column = predicted class."""
     pred = logits.argmax(dim=-1)

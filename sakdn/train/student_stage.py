@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sakdn import losses
@@ -34,7 +35,7 @@ from sakdn.train.attention import GSDMPlan, maps_salt, student_maps, teacher_map
 from sakdn.train.data import DataBundle, clip_dataset, student_training
 from sakdn.seeding import derive_seed
 from sakdn.train.loop import RunContext, StageState, make_loader, make_optimizer, make_schedule
-from sakdn.train.metrics import topk_correct
+from sakdn.train.metrics import topk_correct, true_class_probability
 from sakdn.train.teacher_store import Layout, TeacherOutputs
 
 GRAD_RATIO_EVERY = 5  # gsdm_grad_ratio: batches 0, 5, 10, … of each epoch
@@ -239,6 +240,9 @@ class StudentStage(StageState):
     def evaluate(self, dataset: ClipDataset, split: str) -> dict[str, float]:
         logits, labels = predict_student(self.model, dataset, self.config, self.ctx)
         metrics = {f"student/{split}_acc": topk_correct(logits, labels, 1) / max(len(labels), 1)}
+        if len(labels):  # cross-entropy of the student's own prediction, no distillation
+            metrics[f"student/{split}_loss"] = float(F.cross_entropy(logits, labels))
+            metrics[f"student/{split}_p_true"] = true_class_probability(logits, labels)
         if self.bundle.num_classes > 5:
             metrics[f"student/{split}_top5"] = topk_correct(logits, labels, 5) / max(len(labels), 1)
         return metrics

@@ -103,6 +103,8 @@ def test_reports_every_epoch_on_one_monotone_step(tiny_root, tmp_path) -> None:
     assert reports[-1].done and not any(r.done for r in reports[:-1])
     assert all((r.checkpoint_dir / "checkpoint.pt").exists() for r in reports)
     assert "student/val_acc" in reports[-1].metrics and "teacher/val_acc" in reports[0].metrics
+    student = reports[-1].metrics  # the continuous validation signals beside the accuracy
+    assert student["student/val_loss"] > 0 and 0 < student["student/val_p_true"] < 1
 
 
 class Interrupt(Exception):
