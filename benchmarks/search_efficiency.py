@@ -31,6 +31,14 @@ of the trials that ran before it. The per-epoch results are read back from Tune'
 
 Target (issue 8): the pruned searches reach the target with ≤ 50 % of the unpruned compute.
 
+Issue 16 asks the same of a level set by the unpruned search itself: **to the unpruned best**,
+the trial-epochs until a pruned search first reaches the unpruned search's best validation
+accuracy less ``--epsilon`` (paired by seed), as a share of (a) the unpruned search's whole
+compute — the speed-up of the multi-fidelity literature, which counts the baseline's whole
+budget — and (b) the unpruned search's own trial-epochs until that level. (a) also depends on
+where in the order the best trial fell, so it is printed for the unpruned search too; (b) is the
+share pruning saves on the way to the same result.
+
 ``--data main`` runs the same three searches on the main job's own dataset and epochs (the
 experiment file's data, 8 teacher and 15 student epochs, 96 validation clips) instead of the
 small one, with ``--target`` and ``--oracle-epoch`` to suit it (e.g. 0.5 and 5): the main job's
@@ -42,10 +50,13 @@ curves sit at chance for several epochs, where the small dataset's leave it by e
     python benchmarks/search_efficiency.py --data main --trials 20 --target 0.5 --oracle-epoch 5
     python benchmarks/search_efficiency.py --from-json runs/bench/search_efficiency.json
     python benchmarks/search_efficiency.py --replay runs/bench/search_efficiency.json
+    python benchmarks/search_efficiency.py --replay PATH --decide-on student/val_p_true
 
 ``--replay`` trains nothing: it replays the complete learning curves of an earlier run's unpruned
 searches, in random orders, through Optuna's own pruners (and ASHA's rung rule) with several
-settings, to choose the settings that match when the curves separate.
+settings, to choose the settings that match when the curves separate; ``--decide-on`` lets the
+pruners see another recorded validation signal (the mean probability of the true class, or the
+validation loss) while hits are still judged on the accuracy.
 """
 
 from __future__ import annotations
@@ -61,7 +72,11 @@ import harness
 EXPERIMENT = harness.REPO / "experiments" / "synthetic_search.yaml"
 QUICK_SPACE = harness.REPO / "search_spaces" / "smoke.yaml"
 METRIC = "student/val_acc"
-TARGET_RATIO = 0.5  # issue 8: pruning reaches the target with ≤ 50 % of the unpruned compute
+TARGET_RATIO = 0.5  # issues 8 and 16: ≤ 50 % of the unpruned compute
+# validation signals recorded per epoch beside METRIC, for --replay --decide-on
+SIGNALS = ("student/val_p_true", "student/val_loss")
+LOWER_IS_BETTER = ("student/val_loss",)
+EPSILON = 0.02  # issue 16's ε: half the per-seed noise of a trial's best validation accuracy
 BASE = "no pruning"
 OPTUNA = "Optuna"  # + the experiment's pruner name
 ASHA = "Tune ASHA"
@@ -115,6 +130,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--asha", default="grace_period=3,reduction_factor=3",
                    help="ASHA options, k=v,... (default: rungs at epochs 3 and 9, the small "
                         "dataset's; give the experiment's pruner's rungs to match it)")
+    p.add_argument("--epsilon", type=float, default=EPSILON,
+                   help="to the unpruned best: reach the unpruned search's best validation "
+                        f"accuracy less this (default {EPSILON}: half the per-seed noise)")
     p.add_argument("--oracle-epoch", type=int, default=3,
                    help="the oracle stops non-reaching trials at this student epoch")
     p.add_argument("--concurrency", type=int, default=1, help="trials at a time")
@@ -129,6 +147,9 @@ def parse_args() -> argparse.Namespace:
                    help="replay the unpruned curves of an earlier run's --json output through "
                         "pruner settings; run nothing")
     p.add_argument("--orders", type=int, default=200, help="random trial orders (--replay)")
+    p.add_argument("--decide-on", default=METRIC, choices=[METRIC, *SIGNALS],
+                   help="the curves the replayed pruners see (a hit is still judged on "
+                        f"{METRIC}; default: the same)")
     args = p.parse_args()
     if args.quick:
         args.repetitions, args.trials, args.student_epochs, args.teacher_epochs = 1, 3, 3, 1
@@ -234,17 +255,44 @@ def compute_until(trials: list[dict[str, Any]], target: float) -> dict[str, Any]
             "trials": len(trials), "stopped_early": stopped, "best_val_acc": best}
 
 
-def oracle_epochs(trials: list[dict[str, Any]], target: float, epoch: int) -> float:
+def oracle_epochs(curves: list[list[float]], target: float, epoch: int) -> float:
     """Trial-epochs to the first hit had every trial that never reaches ``target`` been
-    stopped after ``epoch`` student epochs (the trials as they ran, unpruned)."""
+    stopped after ``epoch`` student epochs (the trials' curves as they ran, unpruned)."""
     total = 0
-    for trial in trials:
-        values = [r[METRIC] for r in _student_reports(trial)]
-        hit = next((i for i, v in enumerate(values, start=1) if v == v and v >= target), None)
+    for values in curves:
+        hit = next((i for i, v in enumerate(values, start=1) if v == v and v >= target - 1e-9),
+                   None)
         if hit is not None:
             return float(total + hit)
         total += min(epoch, len(values))
     return float("nan")
+
+
+def to_unpruned_best(curves: list[list[float]], base: list[list[float]],
+                     epsilon: float) -> dict[str, float]:
+    """Issue 16's measure: the trial-epochs until a search's ``curves`` (trials in the order
+    they ran) first reach the level ``max(base) − ε`` set by the unpruned search ``base``, and
+    that count as shares of ``base``'s whole trial-epochs and of ``base``'s own trial-epochs to
+    the same level. A search that never reaches the level gives NaN counts and shares."""
+    finite = [v for c in base for v in c if v == v]
+    level = max(finite) - epsilon if finite else float("nan")
+    mine = _first_hit(curves, [len(c) for c in curves], level)
+    own = _first_hit(base, [len(c) for c in base], level)
+    whole = sum(len(c) for c in base)
+    return {"level": level, "epochs": mine, "base_epochs": own, "base_whole": float(whole),
+            "of_whole": _ratio(mine, whole), "of_same_level": _ratio(mine, own)}
+
+
+def against_unpruned_best(rows: list[dict[str, Any]], epsilon: float) -> list[dict[str, Any]]:
+    """``to_unpruned_best`` for every search, paired with the unpruned search of its seed."""
+    base = {r["seed"]: r for r in rows if r["method"] == BASE}
+    out = []
+    for r in rows:
+        ref = base.get(r["seed"])
+        if ref is not None:
+            out.append({"method": r["method"], "seed": r["seed"],
+                        **to_unpruned_best(r["curves"], ref["curves"], epsilon)})
+    return out
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -272,8 +320,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 trials = harness.tune_trials(result.path)
                 row = {"method": method, "repetition": rep, "seed": rep, "wall_s": wall,
                        **compute_until(trials, args.target),
-                       "oracle_epochs": oracle_epochs(trials, args.target, args.oracle_epoch),
-                       "curves": [[r[METRIC] for r in _student_reports(t)] for t in trials]}
+                       "curves": [[r[METRIC] for r in _student_reports(t)] for t in trials],
+                       "signals": {m: [[r.get(m, float("nan")) for r in _student_reports(t)]
+                                       for t in trials] for m in SIGNALS}}
+                row["oracle_epochs"] = oracle_epochs(row["curves"], args.target,
+                                                     args.oracle_epoch)
                 rows.append(row)
                 print(f"{start} {method:<14} seed {rep}: {row['trials']} trials, "
                       f"{row['stopped_early']} stopped early, best {row['best_val_acc']:.3f}, "
@@ -394,7 +445,7 @@ def _asha_setting(grace: int, rf: int) -> Any:
 
 def replay_settings() -> dict[str, Any]:
     """Pruner settings to replay: Optuna's median, percentile, successive-halving and
-    Hyperband pruners and Tune's ASHA, first acting at student epochs 2–5."""
+    Hyperband pruners and Tune's ASHA, first acting at student epochs 2–6."""
     import warnings
 
     import optuna
@@ -409,7 +460,7 @@ def replay_settings() -> dict[str, Any]:
                 lambda s=start, w=warm: pr.MedianPruner(n_startup_trials=s, n_warmup_steps=w))
         out[f"percentile 33, n_startup_trials {start}, n_warmup_steps 3"] = _optuna_setting(
             lambda s=start: pr.PercentilePruner(33.0, n_startup_trials=s, n_warmup_steps=3))
-    for low in (2, 3, 4):
+    for low in (2, 3, 4, 5, 6):
         for rf in (2, 3):
             out[f"successive_halving min_resource {low}, reduction_factor {rf}"] = (
                 _optuna_setting(lambda m=low, r=rf: pr.SuccessiveHalvingPruner(
@@ -421,20 +472,31 @@ def replay_settings() -> dict[str, Any]:
 
 
 def replay(pool: list[list[float]], settings: dict[str, Any], target: float, trials: int,
-           orders: int, seed: int = 0) -> list[dict[str, Any]]:
+           orders: int, seed: int = 0, epsilon: float = EPSILON, oracle_epoch: int = 3,
+           signals: list[list[float]] | None = None) -> list[dict[str, Any]]:
     """Each setting on ``orders`` random orders of ``trials`` curves drawn from ``pool``
     (without replacement while the pool lasts): medians of the first-hit and per-hit ratios
-    to no pruning, the whole search's epochs and the mean best value."""
+    to no pruning, the whole search's epochs and the mean best value; and issue 16's measure,
+    the epochs to the order's unpruned best less ``epsilon`` as shares of the unpruned order's
+    whole epochs and of its own epochs to that level (an order that loses the level to pruning
+    counts as infinitely slow in these medians, and in ``lost``); ``best_oracle``: the same
+    share had every trial that never reaches the level stopped at ``oracle_epoch``.
+
+    ``signals`` (one curve per ``pool`` curve, larger is better): what the pruners decide on,
+    in place of the accuracy curves, which still decide what counts as a hit."""
     import random
 
     rng = random.Random(seed)
-    draws = [rng.sample(pool, min(trials, len(pool))) for _ in range(orders)]
+    picks = [rng.sample(range(len(pool)), min(trials, len(pool))) for _ in range(orders)]
+    draws = [[pool[i] for i in pick] for pick in picks]
+    decide_on = [[(signals or pool)[i] for i in pick] for pick in picks]
     base = [_first_hit(c, [len(x) for x in c], target) for c in draws]
     rows = []
     for name, run in settings.items():
         first, totals, bests, spent_all, hits, reached = [], [], [], 0, 0, 0
-        for curves, ref in zip(draws, base):
-            spent = run(curves)
+        of_whole, of_same, lost, oracle = [], [], 0, []
+        for curves, ref, seen in zip(draws, base, decide_on):
+            spent = run(seen)
             epochs = _first_hit(curves, spent, target)
             reached += epochs == epochs
             if ref == ref:  # an order that never reaches counts its whole search
@@ -443,10 +505,20 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
             bests.append(max(max(c[:n]) for c, n in zip(curves, spent)))
             spent_all += sum(spent)
             hits += sum(any(v >= target for v in c[:n]) for c, n in zip(curves, spent))
+            level = max(v for c in curves for v in c if v == v) - epsilon
+            mine = _first_hit(curves, spent, level)
+            lost += mine != mine
+            of_whole.append(mine / sum(map(len, curves)) if mine == mine else float("inf"))
+            own = _first_hit(curves, [len(c) for c in curves], level)
+            of_same.append(mine / own if mine == mine else float("inf"))
+            oracle.append(oracle_epochs(curves, level, oracle_epoch) / own)
         rows.append({"setting": name, "first_hit": harness.median(first), "reached": reached,
                      "epochs_per_hit": spent_all / hits if hits else float("nan"),
                      "whole": harness.median(totals),
-                     "best": sum(bests) / len(bests)})
+                     "best": sum(bests) / len(bests),
+                     "best_of_whole": harness.median(of_whole),
+                     "best_of_same_level": harness.median(of_same), "best_lost": lost,
+                     "best_oracle": harness.median(oracle)})
     none = next(r for r in rows if r["setting"] == "none")["epochs_per_hit"]
     for r in rows:
         r["per_hit"] = _ratio(r["epochs_per_hit"], none)
@@ -454,30 +526,87 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
 
 
 def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> float:
+    """Trial-epochs until a value first reaches ``target`` (within float rounding: the level
+    may be another search's exact best), each curve cut at its ``spent`` epochs; NaN: never."""
     total = 0
     for curve, n in zip(curves, spent):
         for value in curve[:n]:
             total += 1
-            if value >= target:
+            if value >= target - 1e-9:
                 return float(total)
     return float("nan")
 
 
 def print_replay(path: str, args: argparse.Namespace) -> None:
     saved = json.loads(Path(path).read_text())
-    pool = [c for r in saved["results"]["searches"] if r["method"] == BASE for c in r["curves"]
-            if c]
+    unpruned = [r for r in saved["results"]["searches"] if r["method"] == BASE]
+    keep = [(r, i) for r in unpruned for i, c in enumerate(r["curves"]) if c]
+    pool = [r["curves"][i] for r, i in keep]
+    signals = None
+    if args.decide_on != METRIC:
+        if any(args.decide_on not in r.get("signals", {}) for r in unpruned):
+            raise SystemExit(f"{path}: no {args.decide_on} curves recorded (runs of an older "
+                             f"version keep {METRIC} only)")
+        sign = -1.0 if args.decide_on in LOWER_IS_BETTER else 1.0
+        signals = [[sign * v for v in r["signals"][args.decide_on][i]] for r, i in keep]
     target = saved["args"]["target"]
-    rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders)
-    fmt = lambda x: "-" if x != x else f"{100 * x:.0f} %"  # noqa: E731
+    rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders,
+                  epsilon=args.epsilon, oracle_epoch=args.oracle_epoch, signals=signals)
     harness.print_table(
         f"Pruner settings replayed on the {len(pool)} unpruned curves of {path} "
         f"({args.orders} random orders of {saved['args']['trials']} trials, target "
-        f"{METRIC} ≥ {target}), against no pruning",
+        f"{METRIC} ≥ {target}; unpruned best less ε = {args.epsilon}; pruners decide on "
+        f"{args.decide_on}{' (negated)' if args.decide_on in LOWER_IS_BETTER else ''}), "
+        "against no pruning",
         ["setting", "first hit: trial-epochs (median)", "per hit: trial-epochs",
-         "whole search: trial-epochs", "orders reaching target", "mean best val acc"],
-        [[r["setting"], fmt(r["first_hit"]), fmt(r["per_hit"]), fmt(r["whole"]),
-          f"{r['reached']}/{args.orders}", f"{r['best']:.3f}"] for r in rows],
+         "whole search: trial-epochs", "orders reaching target", "mean best val acc",
+         "to unpruned best − ε: of its whole search", "of its epochs to that level",
+         "orders losing it"],
+        [[r["setting"], _pct(r["first_hit"]), _pct(r["per_hit"]), _pct(r["whole"]),
+          f"{r['reached']}/{args.orders}", f"{r['best']:.3f}", _pct(r["best_of_whole"]),
+          _pct(r["best_of_same_level"]), f"{r['best_lost']}/{args.orders}"] for r in rows],
+    )
+    print(f"\nOracle (stops every trial that never reaches the order's unpruned best less ε "
+          f"after {args.oracle_epoch} student epoch(s)): {_pct(rows[0]['best_oracle'])} of the "
+          "unpruned epochs to that level (median over orders).")
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else "never" if x == float("inf") else f"{100 * x:.0f} %"
+
+
+def print_unpruned_best(rows: list[dict[str, Any]], methods: list[str], epsilon: float) -> None:
+    """Issue 16's measure per search, and its medians over seeds per method."""
+    pairs = against_unpruned_best(rows, epsilon)
+    harness.print_table(
+        f"To the unpruned search's best less ε = {epsilon} (same seed), trial-epochs",
+        ["method", "seed", "level", "trial-epochs to it", "of the unpruned whole search",
+         "of the unpruned search's epochs to it"],
+        [[p["method"], p["seed"], f"{p['level']:.3f}",
+          *(["never"] * 3 if p["epochs"] != p["epochs"] else
+            [f"{p['epochs']:.0f}", _pct(p["of_whole"]), _pct(p["of_same_level"])])]
+         for p in pairs],
+    )
+    inf = float("inf")
+    summary_rows = []
+    for method in methods:
+        mine = [p for p in pairs if p["method"] == method]
+        if not mine:
+            continue
+        whole = [p["of_whole"] if p["of_whole"] == p["of_whole"] else inf for p in mine]
+        same = [p["of_same_level"] if p["of_same_level"] == p["of_same_level"] else inf
+                for p in mine]
+        met = lambda x: "-" if method == BASE else "yes" if x <= TARGET_RATIO else "no"  # noqa: E731
+        summary_rows.append([method, f"{sum(p['epochs'] == p['epochs'] for p in mine)}/"
+                             f"{len(mine)}", _pct(harness.median(whole)),
+                             met(harness.median(whole)), _pct(harness.median(same)),
+                             met(harness.median(same))])
+    harness.print_table(
+        f"To the unpruned best less ε = {epsilon}, median over seeds (a search that never "
+        "reaches it counts as never)",
+        ["method", "reached", "(a) of the unpruned whole search", "(a) ≤ 50 %",
+         "(b) of the unpruned epochs to it", "(b) ≤ 50 %"],
+        summary_rows,
     )
 
 
@@ -525,6 +654,7 @@ def main() -> None:
           fmt(s["median_ratio_per_hit"]), fmt(s["median_ratio_total_epochs"]),
           f"{s['hits']}/{s['trials']}", s["median_best_val_acc"]] for s in summ],
     )
+    print_unpruned_best(rows, args.method_names, args.epsilon)
     base = next((s for s in summ if s["method"] == BASE), None)
     if base:
         print(f"\nOracle (stops every trial of the unpruned searches that never reaches the "
@@ -532,7 +662,9 @@ def main() -> None:
               f"{fmt(base['median_oracle_ratio'])} of the unpruned trial-epochs to the target "
               f"(median over seeds).")
     harness.write_json(args.json, "search_efficiency", args,
-                       {"generator_version": VERSION, "searches": rows, "summary": summ})
+                       {"generator_version": VERSION, "searches": rows, "summary": summ,
+                        "epsilon": args.epsilon,
+                        "to_unpruned_best": against_unpruned_best(rows, args.epsilon)})
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ def test_hits_per_search_and_the_oracle_bound():
     assert out["hits"] == 2
     assert out["epochs_per_hit"] == pytest.approx(12 / 2)
     assert out["epochs_to_target"] == 4 + 2
-    assert oracle_epochs(trials, target=0.8, epoch=2) == 2 + 2
-    assert math.isnan(oracle_epochs(trials[:1], target=0.8, epoch=2))  # no hit to reach
+    curves = [[r["student/val_acc"] for r in t["results"][1:]] for t in trials]
+    assert oracle_epochs(curves, target=0.8, epoch=2) == 2 + 2
+    assert math.isnan(oracle_epochs(curves[:1], target=0.8, epoch=2))  # no hit to reach
 
 
 def test_epoch_seconds_count_the_summary_report_as_a_median_epoch():
@@ -125,12 +126,63 @@ def test_replay_prunes_curves_that_separate_early_and_keeps_every_hit():
             n_startup_trials=1, n_warmup_steps=1)),
         "asha": _asha_setting(1, 2),
     }
-    rows = {r["setting"]: r for r in replay(pool, settings, target=1.0, trials=12, orders=20)}
+    rows = {r["setting"]: r for r in replay(pool, settings, target=1.0, trials=12, orders=20,
+                                            oracle_epoch=1)}
     assert rows["none"]["per_hit"] == 1.0 and rows["none"]["whole"] == 1.0
+    assert rows["none"]["best_of_same_level"] == 1.0 and rows["none"]["best_lost"] == 0
     for name in ("median", "asha"):
         assert rows[name]["reached"] == 20  # no order lost its hits
         assert rows[name]["per_hit"] < 0.8 and rows[name]["whole"] < 0.8
         assert rows[name]["best"] == 1.0
+        assert rows[name]["best_lost"] == 0  # the unpruned best is reached in every order
+        assert rows[name]["best_of_whole"] <= rows["none"]["best_of_whole"]
+        assert rows[name]["best_of_same_level"] <= 1.0
+        # foresight at epoch 1 is a bound no rule acting at epoch 1 or later can beat
+        assert rows[name]["best_oracle"] <= rows[name]["best_of_same_level"]
+
+
+def test_replay_pruners_can_decide_on_another_signal_than_the_hits():
+    from search_efficiency import _asha_setting, replay
+
+    good, bad = [0.25, 0.25, 1.0, 1.0], [0.25] * 4  # accuracy: alike until epoch 3
+    good_seen, bad_seen = [0.4, 0.5, 0.9, 0.9], [0.3] * 4  # apart from epoch 1 on
+    pool, seen = [good] * 4 + [bad] * 8, [good_seen] * 4 + [bad_seen] * 8
+    settings = {"none": lambda curves: [len(c) for c in curves], "asha": _asha_setting(1, 2)}
+    on_acc, on_seen = ({r["setting"]: r for r in replay(
+        pool, settings, target=1.0, trials=12, orders=20, signals=signals)}["asha"]
+        for signals in (None, seen))
+    assert on_acc["whole"] == 1.0  # ties at chance: nothing to decide on
+    assert on_seen["whole"] < 1.0 and on_seen["best_lost"] == 0 and on_seen["reached"] == 20
+
+
+def test_to_unpruned_best_shares_of_the_whole_and_of_the_same_level():
+    from search_efficiency import to_unpruned_best
+
+    base = [[0.2, 0.4, 0.3], [0.3, 0.6, 0.5]]  # best 0.6; 0.55 first reached at epoch 3 + 2
+    pruned = [[0.2], [0.58, 0.6]]  # the first trial stopped after 1 epoch: reaches at 1 + 1
+    out = to_unpruned_best(pruned, base, epsilon=0.05)
+    assert out["level"] == pytest.approx(0.55)
+    assert (out["epochs"], out["base_epochs"], out["base_whole"]) == (2, 5, 6)
+    assert out["of_whole"] == pytest.approx(2 / 6)
+    assert out["of_same_level"] == pytest.approx(2 / 5)
+    exact = to_unpruned_best(base, base, epsilon=0.0)  # its own best, to the float
+    assert exact["epochs"] == 5 and exact["of_same_level"] == 1.0
+    lost = to_unpruned_best([[0.2], [0.5, float("nan")]], base, epsilon=0.05)
+    assert math.isnan(lost["epochs"]) and math.isnan(lost["of_whole"])
+
+
+def test_against_unpruned_best_pairs_each_search_with_its_seeds_unpruned_search():
+    from search_efficiency import BASE, against_unpruned_best
+
+    rows = [{"method": BASE, "seed": 0, "curves": [[0.1, 0.9]]},
+            {"method": BASE, "seed": 1, "curves": [[0.1, 0.2], [0.3, 0.5]]},
+            {"method": "pruned", "seed": 1, "curves": [[0.1], [0.5]]},
+            {"method": "pruned", "seed": 2, "curves": [[0.9]]}]  # no unpruned search: left out
+    pairs = {(p["method"], p["seed"]): p for p in against_unpruned_best(rows, epsilon=0.0)}
+    assert set(pairs) == {(BASE, 0), (BASE, 1), ("pruned", 1)}
+    assert pairs[("pruned", 1)]["level"] == 0.5
+    assert pairs[("pruned", 1)]["of_same_level"] == pytest.approx(2 / 4)
+    assert pairs[(BASE, 0)]["of_whole"] == 1.0
 
 
 def test_slope_is_the_least_squares_slope():
@@ -218,6 +270,10 @@ def test_search_efficiency_quick_runs_three_searches(tmp_path):
         assert len(s["curves"]) == 3 and sum(map(len, s["curves"])) == s["total_epochs"]
         # the oracle stops only trials that never reach the target: never worse than the search
         assert not s["oracle_epochs"] > s["epochs_to_target"]
+    pairs = {p["method"].split(" (")[0]: p for p in out["results"]["to_unpruned_best"]}
+    assert set(pairs) == set(searches)
+    assert pairs["no pruning"]["of_same_level"] == 1.0  # its own best, by its own epochs
+    assert pairs["no pruning"]["base_whole"] == 9
 
 
 @pytest.mark.slow
