@@ -447,8 +447,13 @@ def _sheet(
     return fig
 
 
-_SKIP = ("lr", "train_acc", "val_acc", "best_val_acc", "test_acc", "val_p_true", "test_p_true",
-         "test_loss")
+# per-epoch metrics that are not loss terms (val_loss is drawn with them; the accuracies and
+# val_p_true on the accuracy panel)
+_NOT_LOSS = ("lr", "train_acc", "best_val_acc", "val_", "test_", "semantic_r2", "gsdm_active",
+             "gsdm_grad_ratio", "gflops")
+_ACCURACY_LINES = (("train_acc", "-", "train_acc"), ("val_acc", "-", "val_acc"),
+                   ("best_val_acc", "--", "best_val_acc"),
+                   ("val_p_true", ":", "val_p_true: mean P(true class)"))
 
 
 def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
@@ -469,21 +474,18 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
         prefix = f"{stage}/"
         for key in keys:
             name = key.removeprefix(prefix)
-            if name.startswith(_SKIP) or name.startswith("val_acc_"):
+            if name != "val_loss" and name.startswith(_NOT_LOSS):
                 continue
             ys = [h["metrics"].get(key, np.nan) for h in records]
             loss_ax.plot(epochs, ys, marker=".", lw=2.0 if name == "loss" else 1.0, label=name)
-        for name, style in (("train_acc", "-"), ("val_acc", "-"), ("best_val_acc", "--"),
-                            ("val_p_true", ":")):
+        for name, style, label in _ACCURACY_LINES:
             if any(prefix + name in h["metrics"] for h in records):
                 ys = [h["metrics"].get(prefix + name, np.nan) for h in records]
-                acc_ax.plot(epochs, ys, style, marker=".", label=name)
+                acc_ax.plot(epochs, ys, style, marker=".", label=label)
         loss_ax.set_title(f"{stage}: training loss terms" + (
             ", validation loss" if any(prefix + "val_loss" in h["metrics"] for h in records)
             else ""), fontsize=9)
-        acc_ax.set_title(f"{stage}: accuracy" + (
-            " (val_p_true: mean probability of the true class)"
-            if any(prefix + "val_p_true" in h["metrics"] for h in records) else ""), fontsize=9)
+        acc_ax.set_title(f"{stage}: accuracy", fontsize=9)
         acc_ax.set_ylim(-0.02, 1.02)
         for ax in (loss_ax, acc_ax):
             ax.set_xlabel("epoch", fontsize=8)

@@ -225,11 +225,14 @@ def test_learning_curves_plot_the_history_values() -> None:
         {"stage": "teacher", "epoch": e, "step": e,
          "metrics": {"teacher/loss": 2.0 / e, "teacher/ce": 1.0 / e, "teacher/lr": 0.1,
                      "teacher/train_acc": 0.1 * e, "teacher/val_acc": 0.2 * e,
-                     "teacher/val_acc_acc": 0.5, "teacher/best_val_acc": 0.2 * e}}
+                     "teacher/val_acc_acc": 0.5, "teacher/best_val_acc": 0.2 * e,
+                     "teacher/semantic_r2": 0.3}}
         for e in (1, 2)
     ] + [
         {"stage": "student", "epoch": e, "step": 2 + e,
          "metrics": {"student/loss": 3.0 - e, "student/gsdm": 0.5, "student/train_acc": 0.3,
+                     "student/gsdm_active": 1.0, "student/gsdm_grad_ratio": 0.2,
+                     "student/val_top5": 0.7, "student/gflops": 0.01,
                      "student/val_acc": [0.4, 0.2, 0.3][e - 1],
                      "student/best_val_acc": [0.4, 0.4, 0.4][e - 1],
                      "student/val_loss": 2.0, "student/val_p_true": 0.25}}
@@ -241,7 +244,8 @@ def test_learning_curves_plot_the_history_values() -> None:
     assert lines == {"loss": ([1, 2], [2.0, 1.0]), "ce": ([1, 2], [1.0, 0.5])}  # no lr, no acc
     lines = {ln.get_label(): list(ln.get_ydata()) for ln in s_acc.lines}
     assert lines == {"train_acc": [0.3] * 3, "val_acc": [0.4, 0.2, 0.3],
-                     "best_val_acc": [0.4] * 3, "val_p_true": [0.25] * 3}
+                     "best_val_acc": [0.4] * 3, "val_p_true: mean P(true class)": [0.25] * 3}
+    # loss terms and the validation loss only: no accuracies, rates or costs
     assert {ln.get_label() for ln in s_loss.lines} == {"loss", "gsdm", "val_loss"}
     assert "validation loss" in s_loss.get_title() and "validation" not in t_loss.get_title()
     assert {ln.get_label() for ln in t_acc.lines} == {"train_acc", "val_acc", "best_val_acc"}
