@@ -566,9 +566,25 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
           f"{r['reached']}/{args.orders}", f"{r['best']:.3f}", _pct(r["best_of_whole"]),
           _pct(r["best_of_same_level"]), f"{r['best_lost']}/{args.orders}"] for r in rows],
     )
-    print(f"\nOracle (stops every trial that never reaches the order's unpruned best less ε "
+    rho = rank_agreement(pool, signals or pool)
+    negated = "−" if args.decide_on in LOWER_IS_BETTER else ""
+    print(f"\nSpearman's ρ between {negated}{args.decide_on} at student epoch 1, 2, … and the "
+          "trial's "
+          f"best {METRIC} ({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
+    print(f"Oracle (stops every trial that never reaches the order's unpruned best less ε "
           f"after {args.oracle_epoch} student epoch(s)): {_pct(rows[0]['best_oracle'])} of the "
           "unpruned epochs to that level (median over orders).")
+
+
+def rank_agreement(pool: list[list[float]], signals: list[list[float]]) -> list[float]:
+    """Spearman's ρ, per student epoch, between each trial's signal at that epoch and its best
+    accuracy over all epochs (``pool``): how early the curves rank the trials as their ends
+    do. Epochs that some trial did not reach are left out."""
+    from scipy.stats import spearmanr
+
+    finals = [max(v for v in c if v == v) for c in pool]
+    epochs = min(len(c) for c in signals)
+    return [float(spearmanr([c[e] for c in signals], finals).statistic) for e in range(epochs)]
 
 
 def _pct(x: float) -> str:

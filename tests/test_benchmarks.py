@@ -155,6 +155,16 @@ def test_replay_pruners_can_decide_on_another_signal_than_the_hits():
     assert on_seen["whole"] < 1.0 and on_seen["best_lost"] == 0 and on_seen["reached"] == 20
 
 
+def test_rank_agreement_per_epoch():
+    from search_efficiency import rank_agreement
+
+    pool = [[0.1, 0.2, 0.9], [0.2, 0.1, 0.5], [0.3, 0.0, 0.7]]  # best: 0.9, 0.5, 0.7
+    signals = [[0.0, 3.0, 1.0], [1.0, 1.0, 2.0], [2.0, 2.0, 3.0]]
+    rho = rank_agreement(pool, signals)
+    assert rho == pytest.approx([-0.5, 1.0, -0.5])
+    assert rank_agreement(pool, pool)[-1] == pytest.approx(1.0)
+
+
 def test_to_unpruned_best_shares_of_the_whole_and_of_the_same_level():
     from search_efficiency import to_unpruned_best
 
