@@ -16,7 +16,7 @@ Trials run one at a time (``--concurrency``), so the compute spent before any mo
 of the trials that ran before it. The per-epoch results are read back from Tune's
 ``result.json`` of each trial. Measures, per search:
 
-- **to the target** (the issue's measure): the student epochs trained by all trials
+- **to the target** (issue 8's measure): the student epochs trained by all trials
   (``trial-epochs``), the seconds of those epochs (``epoch-s``: each student epoch's
   ``time_this_iter_s``; a trial's last report, which also holds the run's summary, counts as
   its median epoch) and the trials' whole seconds (``trial-s``: Tune's ``time_total_s``,
