@@ -304,6 +304,7 @@ def _slice_axis(ax: Any, axis: Axis) -> None:
     if axis.log:
         ax.set_xscale("log")
         ax.set_xlim(axis.low / 1.3, axis.high * 1.3)
+        _log_ticks(ax, axis.low, axis.high)
     elif axis.choices is not None:
         ax.set_xticks(range(len(axis.choices)), [str(c) for c in axis.choices])
         ax.set_xlim(-0.5, len(axis.choices) - 0.5)
@@ -312,6 +313,21 @@ def _slice_axis(ax: Any, axis: Axis) -> None:
     else:
         pad = (axis.high - axis.low) * 0.05
         ax.set_xlim(axis.low - pad, axis.high + pad)
+
+
+def _log_ticks(ax: Any, low: float, high: float) -> None:
+    """Plain labels at 1, 2, 5 (or 1, 3, or 1) × 10^k, as many as a range of that many decades
+    has room for, and none on the minor ticks: across less than two decades matplotlib labels
+    every minor tick of a log axis in scientific notation, and the labels run into each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if decades > 3:
+        ax.tick_params(axis="x", labelrotation=30)
 
 
 def _slice_trace(xs: list[Any], ys: list[float], axis: Axis, style: str, first: bool) -> Any:

@@ -353,3 +353,26 @@ def test_a_resumed_search_shows_all_its_time_and_a_no_op_resume_changes_nothing(
         again.parent / "leaderboard.csv").read_text()
     wall = search_wall_time(client, parent)  # what the driver's summary can print
     assert (wall.runs, wall.idle, wall.total) == ((185.0, 65.0), (15.0,), 250.0)
+
+
+@pytest.mark.parametrize("low, high", [(3e-4, 5e-3), (1e-3, 2e-3), (1e-5, 1e-1), (1e-6, 1.0)])
+def test_a_log_slice_axis_has_a_few_labels_that_do_not_overlap(low: float, high: float) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sakdn.report_plots import Axis, _slice_axis
+
+    fig = Figure(figsize=(3.2, 2.7))  # one panel of the slice plot
+    ax = fig.subplots()
+    ax.scatter([low, high], [0.2, 0.5])
+    _slice_axis(ax, Axis("student.lr", low, high, log=True))
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    lo, hi = ax.get_xlim()
+    shown = [(loc, label) for loc, label in zip(ax.xaxis.get_majorticklocs(),
+                                                  ax.xaxis.get_majorticklabels())
+             if lo <= loc <= hi and label.get_text()]
+    assert len(shown) >= 2  # the range can be read off
+    assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
+    boxes = sorted((label.get_window_extent(renderer) for _, label in shown), key=lambda b: b.x0)
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for _, t in shown]
