@@ -569,8 +569,7 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
     rho = rank_agreement(pool, signals or pool)
     negated = "−" if args.decide_on in LOWER_IS_BETTER else ""
     print(f"\nSpearman's ρ between {negated}{args.decide_on} at student epoch 1, 2, … and the "
-          "trial's "
-          f"best {METRIC} ({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
+          f"trial's best {METRIC} ({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
     print(f"Oracle (stops every trial that never reaches the order's unpruned best less ε "
           f"after {args.oracle_epoch} student epoch(s)): {_pct(rows[0]['best_oracle'])} of the "
           "unpruned epochs to that level (median over orders).")
