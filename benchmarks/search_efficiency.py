@@ -657,16 +657,15 @@ def main() -> None:
           r["wall_s"]] for r in rows],
     )
     summ = summary(rows, args.method_names)
-    fmt = lambda x: "-" if x != x else f"{100 * x:.0f} %"  # noqa: E731
     harness.print_table(
         f"Compute until the target, median over {args.repetitions} seed(s), against no pruning",
         ["method", "reached", "trial-epochs", "epoch-s", "trial-s", "≤ 50 %",
          "per hit: trial-epochs", "whole search: trial-epochs", "trials reaching target",
          "best val acc"],
-        [[s["method"], f"{s['reached']}/{s['repetitions']}", fmt(s["median_ratio_epochs"]),
-          fmt(s["median_ratio_epoch_seconds"]), fmt(s["median_ratio_seconds"]),
+        [[s["method"], f"{s['reached']}/{s['repetitions']}", _pct(s["median_ratio_epochs"]),
+          _pct(s["median_ratio_epoch_seconds"]), _pct(s["median_ratio_seconds"]),
           "-" if s["target_met"] is None else ("yes" if s["target_met"] else "no"),
-          fmt(s["median_ratio_per_hit"]), fmt(s["median_ratio_total_epochs"]),
+          _pct(s["median_ratio_per_hit"]), _pct(s["median_ratio_total_epochs"]),
           f"{s['hits']}/{s['trials']}", s["median_best_val_acc"]] for s in summ],
     )
     print_unpruned_best(rows, args.method_names, args.epsilon)
@@ -674,7 +673,7 @@ def main() -> None:
     if base:
         print(f"\nOracle (stops every trial of the unpruned searches that never reaches the "
               f"target after {args.oracle_epoch} student epoch(s)): "
-              f"{fmt(base['median_oracle_ratio'])} of the unpruned trial-epochs to the target "
+              f"{_pct(base['median_oracle_ratio'])} of the unpruned trial-epochs to the target "
               f"(median over seeds).")
     harness.write_json(args.json, "search_efficiency", args,
                        {"generator_version": VERSION, "searches": rows, "summary": summ,
