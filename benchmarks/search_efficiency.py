@@ -195,6 +195,12 @@ def overrides(args: argparse.Namespace, root: Path | None, storage: Path,
     return keys
 
 
+def reaches(value: float, level: float) -> bool:
+    """The one hit rule: a finite value at or above ``level``, within float rounding (a level
+    may be another search's exact best). A diverged trial reports NaN."""
+    return value == value and value >= level - 1e-9
+
+
 def _student_reports(trial: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in trial["results"] if r.get("stage") == "student" and METRIC in r]
 
@@ -229,11 +235,11 @@ def compute_until(trials: list[dict[str, Any]], target: float) -> dict[str, Any]
             finite = value == value  # a diverged trial reports NaN
             if finite:
                 best = max(best, value)
-                trial_hit = trial_hit or value >= target
+                trial_hit = trial_hit or reaches(value, target)
             if reached is None:
                 epochs += 1
                 epoch_s += e_time
-                if finite and value >= target:
+                if reaches(value, target):
                     trial_seconds = r.get("time_total_s", trial_seconds)
                     reached = {"epochs": epochs, "seconds": seconds + trial_seconds,
                                "epoch_seconds": epoch_s,
@@ -260,10 +266,9 @@ def oracle_epochs(curves: list[list[float]], target: float, epoch: int) -> float
     stopped after ``epoch`` student epochs (the trials' curves as they ran, unpruned)."""
     total = 0
     for values in curves:
-        hit = next((i for i, v in enumerate(values, start=1) if v == v and v >= target - 1e-9),
-                   None)
-        if hit is not None:
-            return float(total + hit)
+        hit = _first_hit([values], [len(values)], target)
+        if hit == hit:
+            return total + hit
         total += min(epoch, len(values))
     return float("nan")
 
@@ -504,7 +509,8 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
             totals.append(sum(spent) / sum(map(len, curves)))
             bests.append(max(max(c[:n]) for c, n in zip(curves, spent)))
             spent_all += sum(spent)
-            hits += sum(any(v >= target for v in c[:n]) for c, n in zip(curves, spent))
+            hits += sum(any(reaches(v, target) for v in c[:n])
+                        for c, n in zip(curves, spent))
             level = max(v for c in curves for v in c if v == v) - epsilon
             mine = _first_hit(curves, spent, level)
             lost += mine != mine
@@ -526,13 +532,13 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
 
 
 def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> float:
-    """Trial-epochs until a value first reaches ``target`` (within float rounding: the level
-    may be another search's exact best), each curve cut at its ``spent`` epochs; NaN: never."""
+    """Trial-epochs until a value first ``reaches`` ``target``, each curve cut at its
+    ``spent`` epochs; NaN: never."""
     total = 0
     for curve, n in zip(curves, spent):
         for value in curve[:n]:
             total += 1
-            if value >= target - 1e-9:
+            if reaches(value, target):
                 return float(total)
     return float("nan")
 

@@ -347,3 +347,16 @@ def test_search_payoff_quick_pairs_the_chosen_with_the_starting_configuration(tm
 
     # the excess column is the row's optimism beyond the start point's own gap
     assert [r[13] for r in searches[:2]] == [f"{excess_optimism(r):+.3f}" for r in out["results"]]
+
+
+def test_replay_on_a_signal_an_old_run_did_not_record_names_the_file(tmp_path, monkeypatch):
+    import search_efficiency as se
+
+    old = tmp_path / "old.json"  # a run of an earlier version: accuracy curves only
+    old.write_text(json.dumps({"args": {"target": 0.5, "trials": 2}, "results": {"searches": [
+        {"method": se.BASE, "seed": 0, "curves": [[0.1, 0.6], [0.2, 0.3]]}]}}))
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--replay", str(old),
+                                      "--decide-on", "student/val_p_true"])
+    with pytest.raises(SystemExit, match=r"old\.json: no student/val_p_true curves recorded"):
+        se.print_replay(str(old), se.parse_args())
+
