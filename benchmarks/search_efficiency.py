@@ -401,7 +401,9 @@ def _optuna_setting(make: Any) -> Any:
         import optuna
         from optuna.trial import TrialState
 
-        study = optuna.create_study(direction="maximize", pruner=make(),
+        # a fixed name: Hyperband puts a trial in a bracket by a checksum of the study's name
+        # and the trial's number, so a generated name made its rows differ from run to run
+        study = optuna.create_study(study_name="replay", direction="maximize", pruner=make(),
                                     sampler=optuna.samplers.RandomSampler(0))
         spent = []
         for curve in curves:

@@ -360,3 +360,14 @@ def test_replay_on_a_signal_an_old_run_did_not_record_names_the_file(tmp_path, m
     with pytest.raises(SystemExit, match=r"old\.json: no student/val_p_true curves recorded"):
         se.print_replay(str(old), se.parse_args())
 
+
+def test_replay_of_hyperband_is_the_same_every_time():
+    import optuna
+    from search_efficiency import _optuna_setting, replay
+
+    pool = [[0.1 * ((i * 7 + e * 3) % 10) for e in range(9)] for i in range(12)]
+    settings = {"none": lambda curves: [len(c) for c in curves],
+                "hyperband": _optuna_setting(lambda: optuna.pruners.HyperbandPruner(
+                    min_resource=1, max_resource=9, reduction_factor=3))}
+    first, again = (replay(pool, settings, target=0.9, trials=12, orders=20) for _ in range(2))
+    assert first == again
