@@ -7,10 +7,13 @@ directory). Left alone they would stay RUNNING forever and a resumed search woul
 ``num_samples`` trials *plus* them.
 
 - :class:`TicketingSearcher` hands each orphan, with its already-sampled values, to the next
-  new Tune trial instead of asking a new one, so the study ends with exactly ``num_samples``
-  trials. It also writes a *ticket* per Tune trial (its Optuna trial number) that the
-  trainable reads: the trial's work directory and MLflow child run are keyed by that number,
-  so an orphan's new Tune trial resumes its checkpoint and continues its child run.
+  new Tune trial instead of asking a new one. A trial the dead driver started *and finished*
+  after Tune's last save is no orphan (the study has its outcome) but the restored Tune still
+  counts it as a sample to run; the searcher therefore asks no trial beyond ``num_samples``
+  (it answers ``FINISHED``), so the study ends with exactly ``num_samples`` trials. It also
+  writes a *ticket* per Tune trial (its Optuna trial number) that the trainable reads: the
+  trial's work directory and MLflow child run are keyed by that number, so an orphan's new
+  Tune trial resumes its checkpoint and continues its child run.
 - :class:`ResumingPrunerScheduler` stops at once a restored trial whose Optuna trial was
   already pruned (or failed) before the crash, instead of training it to the end.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 
 from sakdn.config import SCHEDULERS
 from sakdn.errors import ConfigError
@@ -39,11 +43,14 @@ PREVIOUS_IDS_ATTR = "previous_tune_trial_ids"
 class TicketingSearcher(OptunaSpaceSearcher):
     """``OptunaSpaceSearcher`` that writes trial tickets and re-uses orphaned Optuna trials.
 
-    Args (besides the parent's): ``search_dir``, where tickets go (``<search_dir>/tickets``).
+    Args (besides the parent's): ``search_dir``, where tickets go (``<search_dir>/tickets``);
+    ``num_samples``, the search's trial count: the study never gets more trials (None: no cap).
     """
 
-    def __init__(self, *args: Any, search_dir: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, search_dir: str, num_samples: int | None = None,
+                 **kwargs: Any) -> None:
         self._search_dir = search_dir
+        self._num_samples = num_samples
         self._orphans: list[str] = []
         self._ended: dict[str, TrialState] = {}
         super().__init__(*args, **kwargs)
@@ -92,6 +99,13 @@ class TicketingSearcher(OptunaSpaceSearcher):
         """Optuna trials still live (asked, not told)."""
         return sorted(t.number for t in self._live.values())
 
+    def _all_asked(self) -> bool:
+        """The study already holds ``num_samples`` asked trials (running or ended)."""
+        if self._num_samples is None:
+            return False
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(t.state != TrialState.WAITING for t in trials) >= self._num_samples
+
     # --- Tune's calls ---------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -104,6 +118,10 @@ class TicketingSearcher(OptunaSpaceSearcher):
             self._live[trial_id] = ot_trial
             self._numbers[trial_id] = ot_trial.number
             logger.info("Tune trial %s continues Optuna trial %d", trial_id, ot_trial.number)
+        elif trial_id not in self._live and self._all_asked():
+            logger.info("the study holds its %d trials: Tune trial %s not started",
+                        self._num_samples, trial_id)
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         if config is not None:
             write_ticket(self._search_dir, trial_id, self._numbers[trial_id])

@@ -195,7 +195,7 @@ def _build_parts(p: Prepared) -> dict[str, Any]:
             pruner=pruner, storage=s.study_storage, study_name=s.study_name,
             points_to_evaluate=s.points or None, reference=_reference(p),
             startup_trials=startup_trials(s.sampler, s.max_concurrent_trials, **options),
-            search_dir=str(s.search_dir),
+            search_dir=str(s.search_dir), num_samples=s.num_samples,
         )
         scheduler = make_scheduler(s.scheduler, searcher, _pruned_on(s), s.modes[0],
                                    s.scheduler_kwargs, max_t=_max_student_epochs(p),

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 
 from sakdn.errors import ConfigError
 from sakdn.names import State
@@ -25,10 +26,12 @@ SPACE = parse_space({
 })
 
 
-def _searcher(tmp_path: Path, seed: int = 1) -> TicketingSearcher:
+def _searcher(tmp_path: Path, seed: int = 1, num_samples: int | None = None
+              ) -> TicketingSearcher:
     return TicketingSearcher(
         SPACE, metric="acc", mode="max", sampler=make_sampler("random", seed=seed),
         storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", search_dir=str(tmp_path),
+        num_samples=num_samples,
     )
 
 
@@ -57,6 +60,29 @@ def test_an_orphaned_optuna_trial_goes_to_the_next_new_tune_trial(tmp_path: Path
     assert [t.value for t in trials] == [0.5, 0.7, 0.6, 0.4]
     assert trials[2].user_attrs["tune_trial_id"] == "t4"
     assert trials[2].user_attrs["previous_tune_trial_ids"] == ["t3"]
+
+
+def test_a_trial_finished_after_tune_s_last_save_is_not_run_again_as_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """The dead driver asked t3 and t4 after Tune's last save and t3 finished: the restored
+    Tune still has 4 - 2 samples to run; t4 is an orphan, and no fifth trial is asked."""
+    first = _searcher(tmp_path, num_samples=4)
+    for tid in ("t1", "t2"):
+        first.suggest(tid)
+    checkpoint = tmp_path / "searcher.pkl"
+    first.save(str(checkpoint))
+    first.suggest("t3")
+    c4 = first.suggest("t4")
+    first.on_trial_complete("t3", {"acc": 0.5, "completed": True})
+
+    again = _searcher(tmp_path, num_samples=4)
+    again.restore(str(checkpoint))
+    assert again.unfinished_numbers() == [0, 1, 3]
+    assert again.suggest("u1") == c4  # the orphan
+    assert again.suggest("u2") == Searcher.FINISHED  # t3's sample is spent
+    assert len(again.study.trials) == 4
+    assert (read_ticket(tmp_path, "u1"), read_ticket(tmp_path, "u2")) == (3, None)
 
 
 def test_a_fresh_tune_run_re_uses_every_running_study_trial(tmp_path: Path) -> None:
