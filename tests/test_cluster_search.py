@@ -49,7 +49,11 @@ MLFLOW_EXPERIMENT = "sakdn-smoke"  # search.experiment_name of that file
 TEACHER_EPOCHS, STUDENT_EPOCHS = 1, 2
 OUTAGE_S = 10.0  # the tracking server stays down this long (plus its restart, ~15 s)
 SPREAD_SAMPLES, RESUME_SAMPLES, NODE_SAMPLES = 4, 3, 3
-LONG_STUDENT_EPOCHS = 4  # node-failure and resume searches: time to kill mid-student-stage
+# node-failure and resume searches: time to kill mid-student-stage. The resumed search's first
+# two trials start and end together, so only the third can be caught mid-student-stage after
+# one has completed; with 4 epochs (< 1 s each with a stored teacher on a fast machine) that
+# window once passed between two polls
+LONG_STUDENT_EPOCHS = 8
 DIVERGING = {"distill.lambda_st": 1.0, "distill.temperature": 1.0e-300}
 
 _OK, _WHY = _netns_usable()
