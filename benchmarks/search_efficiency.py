@@ -56,7 +56,12 @@ curves sit at chance for several epochs, where the small dataset's leave it by e
 searches, in random orders, through Optuna's own pruners (and ASHA's rung rule) with several
 settings, to choose the settings that match when the curves separate; ``--decide-on`` lets the
 pruners see another recorded validation signal (the mean probability of the true class, or the
-validation loss) while hits are still judged on the accuracy.
+validation loss) while hits are still judged on the accuracy. ``--objective last5`` judges hits
+on a lower-noise objective instead: a trial's mean validation accuracy over its last five
+epochs (``student/val_acc_last5``), known only when it trains to its end, so a pruned trial
+never reaches a level.
+
+    python benchmarks/search_efficiency.py --replay PATH --objective last5
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ TARGET_RATIO = 0.5  # issues 8 and 16: ≤ 50 % of the unpruned compute
 # validation signals recorded per epoch beside METRIC, for --replay --decide-on
 SIGNALS = ("student/val_p_true", "student/val_loss")
 LOWER_IS_BETTER = ("student/val_loss",)
+OBJECTIVES = ("best", "last5")  # --replay: hits on the running best, or on the late mean
 EPSILON = 0.02  # issue 16's ε: half the per-seed noise of a trial's best validation accuracy
 BASE = "no pruning"
 OPTUNA = "Optuna"  # + the experiment's pruner name
@@ -150,6 +156,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--decide-on", default=METRIC, choices=[METRIC, *SIGNALS],
                    help="the curves the replayed pruners see (a hit is still judged on "
                         f"{METRIC}; default: the same)")
+    p.add_argument("--objective", default="best", choices=OBJECTIVES,
+                   help="--replay: a hit is a student epoch's value at a level (best), or a "
+                        "trial's mean over its last 5 epochs there, once it trained to its end "
+                        "(last5)")
     args = p.parse_args()
     if args.quick:
         args.repetitions, args.trials, args.student_epochs, args.teacher_epochs = 1, 3, 3, 1
@@ -509,7 +519,7 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
             if ref == ref:  # an order that never reaches counts its whole search
                 first.append((epochs if epochs == epochs else sum(spent)) / ref)
             totals.append(sum(spent) / sum(map(len, curves)))
-            bests.append(max(max(c[:n]) for c, n in zip(curves, spent)))
+            bests.append(max(v for c, n in zip(curves, spent) for v in c[:n] if v == v))
             spent_all += sum(spent)
             hits += sum(any(reaches(v, target) for v in c[:n])
                         for c, n in zip(curves, spent))
@@ -531,6 +541,13 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
     for r in rows:
         r["per_hit"] = _ratio(r["epochs_per_hit"], none)
     return sorted(rows, key=lambda r: (r["per_hit"] != r["per_hit"], r["per_hit"]))
+
+
+def late_curve(curve: list[float], epochs: int = 5) -> list[float]:
+    """A trial's late-mean objective as a curve: NaN until its last epoch, then the mean of its
+    last ``epochs`` values (``student/val_acc_last5``). Cut short by pruning, it never hits."""
+    late = curve[-epochs:]
+    return [float("nan")] * (len(curve) - 1) + [sum(late) / len(late)]
 
 
 def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> float:
@@ -557,17 +574,22 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
                              f"version keep {METRIC} only)")
         sign = -1.0 if args.decide_on in LOWER_IS_BETTER else 1.0
         signals = [[sign * v for v in r["signals"][args.decide_on][i]] for r, i in keep]
+    judged = METRIC
+    if args.objective == "last5":  # the pruners still see the epochs; hits need the end
+        signals = signals or pool
+        pool = [late_curve(c) for c in pool]
+        judged = "mean of the last 5 epochs' " + METRIC
     target = saved["args"]["target"]
     rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders,
                   epsilon=args.epsilon, oracle_epoch=args.oracle_epoch, signals=signals)
     harness.print_table(
         f"Pruner settings replayed on the {len(pool)} unpruned curves of {path} "
-        f"({args.orders} random orders of {saved['args']['trials']} trials, target "
-        f"{METRIC} ≥ {target}; unpruned best less ε = {args.epsilon}; pruners decide on "
+        f"({args.orders} random orders of {saved['args']['trials']} trials, hits judged on "
+        f"{judged}, target {target}; unpruned best less ε = {args.epsilon}; pruners decide on "
         f"{args.decide_on}{' (negated)' if args.decide_on in LOWER_IS_BETTER else ''}), "
         "against no pruning",
         ["setting", "first hit: trial-epochs (median)", "per hit: trial-epochs",
-         "whole search: trial-epochs", "orders reaching target", "mean best val acc",
+         "whole search: trial-epochs", "orders reaching target", "mean best objective",
          "to unpruned best − ε: of its whole search", "of its epochs to that level",
          "orders losing it"],
         [[r["setting"], _pct(r["first_hit"]), _pct(r["per_hit"]), _pct(r["whole"]),
@@ -577,7 +599,8 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
     rho = rank_agreement(pool, signals or pool)
     negated = "−" if args.decide_on in LOWER_IS_BETTER else ""
     print(f"\nSpearman's ρ between {negated}{args.decide_on} at student epoch 1, 2, … and the "
-          f"trial's best {METRIC} ({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
+          f"trial's {'best ' + METRIC if args.objective == 'best' else judged} "
+          f"({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
     print(f"Oracle (stops every trial that never reaches the order's unpruned best less ε "
           f"after {args.oracle_epoch} student epoch(s)): {_pct(rows[0]['best_oracle'])} of the "
           "unpruned epochs to that level (median over orders).")
@@ -591,7 +614,12 @@ def rank_agreement(pool: list[list[float]], signals: list[list[float]]) -> list[
 
     finals = [max(v for v in c if v == v) for c in pool]
     epochs = min(len(c) for c in signals)
-    return [float(spearmanr([c[e] for c in signals], finals).statistic) for e in range(epochs)]
+    out = []
+    for e in range(epochs):
+        values = [c[e] for c in signals]
+        tied = len(set(values)) < 2  # every trial at chance: no ranking (ρ undefined)
+        out.append(float("nan") if tied else float(spearmanr(values, finals).statistic))
+    return out
 
 
 def _pct(x: float) -> str:

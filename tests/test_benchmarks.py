@@ -163,6 +163,9 @@ def test_rank_agreement_per_epoch():
     rho = rank_agreement(pool, signals)
     assert rho == pytest.approx([-0.5, 1.0, -0.5])
     assert rank_agreement(pool, pool)[-1] == pytest.approx(1.0)
+    tied = [[0.125, 3.0], [0.125, 1.0], [0.125, 2.0]]  # epoch 1: every trial at chance
+    rho = rank_agreement(pool, tied)
+    assert rho[0] != rho[0] and rho[1] == pytest.approx(1.0)
 
 
 def test_to_unpruned_best_shares_of_the_whole_and_of_the_same_level():
@@ -371,3 +374,36 @@ def test_replay_of_hyperband_is_the_same_every_time():
                     min_resource=1, max_resource=9, reduction_factor=3))}
     first, again = (replay(pool, settings, target=0.9, trials=12, orders=20) for _ in range(2))
     assert first == again
+
+
+def test_the_late_mean_objective_is_known_only_at_a_trial_s_end():
+    from search_efficiency import _first_hit, late_curve
+
+    curve = [0.1, 0.9, 0.2, 0.4, 0.4, 0.4, 0.6]
+    late = late_curve(curve)
+    assert late[:-1] == pytest.approx([float("nan")] * 6, nan_ok=True)
+    assert late[-1] == pytest.approx((0.2 + 0.4 + 0.4 + 0.4 + 0.6) / 5)
+    assert late_curve([0.3, 0.5])[-1] == pytest.approx(0.4)  # fewer epochs than five
+    # the best epoch (0.9) is no hit; a trial pruned before its end never hits
+    assert _first_hit([late], [7], 0.5) != _first_hit([late], [7], 0.5)
+    assert _first_hit([late, late], [3, 7], 0.4) == 10.0
+
+
+def test_replay_on_the_late_mean_objective_judges_hits_at_trial_ends(
+    tmp_path, monkeypatch, capsys
+):
+    import search_efficiency as se
+
+    lucky = [0.25, 0.25, 0.25, 0.9, 0.25, 0.25, 0.25, 0.25]  # one lucky epoch, else chance
+    steady = [0.25, 0.3, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6]
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"args": {"target": 0.55, "trials": 4}, "results": {"searches": [
+        {"method": se.BASE, "seed": 0, "curves": [lucky, steady, lucky, [0.25] * 8]}]}}))
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--replay", str(run),
+                                      "--objective", "last5", "--orders", "5"])
+    se.print_replay(str(run), se.parse_args())
+    out = capsys.readouterr().out
+    assert "hits judged on mean of the last 5 epochs' student/val_acc" in out
+    none = next(line for line in out.splitlines() if line.startswith("| none "))
+    # only the steady trial reaches 0.55 on its late mean; on the best epoch the lucky did too
+    assert "| 5/5 " in none and "0.580" in none
