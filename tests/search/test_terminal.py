@@ -55,14 +55,17 @@ def test_the_main_job_prints_one_line_per_trial_event_and_no_library_chatter(
 
 def test_sigterm_stops_the_search_like_ctrl_c_with_one_resume_line(smoke_overrides, tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="skt", dir="/tmp"))
-    command = _command(smoke_overrides, "--set", "student.epochs=6")
+    # long enough (3 trials × 20 student epochs) that no machine ends it before the signal;
+    # with 6 epochs a fast one finished all three trials in the 5 s this test waited
+    epochs = "student.epochs=20"
+    command = _command(smoke_overrides, "--set", epochs)
     log = tmp_path / "search.log"
     try:
         with open(log, "w") as out:
             proc = subprocess.Popen(command, cwd=REPO, env=process_env(ray_tmp), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             wait_while_running(proc, lambda: "started" in log.read_text(), log)
-            time.sleep(5)
+            time.sleep(2)  # a trial is training
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=300)
     finally:
@@ -74,7 +77,7 @@ def test_sigterm_stops_the_search_like_ctrl_c_with_one_resume_line(smoke_overrid
         assert noise not in text, (noise, text)
     lines = [x for x in text.splitlines() if "--resume" in x]
     expected = ("sakdn search " + str(SMOKE) + " --resume "
-                + " ".join(f"--set {item}" for item in [*smoke_overrides, "student.epochs=6"]))
+                + " ".join(f"--set {item}" for item in [*smoke_overrides, epochs]))
     assert [x.strip() for x in lines] == [expected], text
     resumed = subprocess.run(expected.replace("sakdn search", f"{sys.executable} -m sakdn.cli "
                                               "search", 1).split(), cwd=REPO,
