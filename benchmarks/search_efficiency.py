@@ -543,11 +543,12 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
     return sorted(rows, key=lambda r: (r["per_hit"] != r["per_hit"], r["per_hit"]))
 
 
-def late_curve(curve: list[float], epochs: int = 5) -> list[float]:
-    """A trial's late-mean objective as a curve: NaN until its last epoch, then the mean of its
-    last ``epochs`` values (``student/val_acc_last5``). Cut short by pruning, it never hits."""
-    late = curve[-epochs:]
-    return [float("nan")] * (len(curve) - 1) + [sum(late) / len(late)]
+def late_curve(curve: list[float]) -> list[float]:
+    """A trial's late-mean objective as a curve: NaN until its last epoch, then the value a run
+    logs as ``student/val_acc_last5`` (``late_mean``). Cut short by pruning, it never hits."""
+    from sakdn.train.metrics import late_mean
+
+    return [float("nan")] * (len(curve) - 1) + [late_mean(curve)]
 
 
 def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> float:
@@ -574,7 +575,7 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
                              f"version keep {METRIC} only)")
         sign = -1.0 if args.decide_on in LOWER_IS_BETTER else 1.0
         signals = [[sign * v for v in r["signals"][args.decide_on][i]] for r, i in keep]
-    judged = METRIC
+    judged = "best " + METRIC  # a level reached at some epoch: the running best reaches it
     if args.objective == "last5":  # the pruners still see the epochs; hits need the end
         signals = signals or pool
         pool = [late_curve(c) for c in pool]
@@ -599,8 +600,7 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
     rho = rank_agreement(pool, signals or pool)
     negated = "−" if args.decide_on in LOWER_IS_BETTER else ""
     print(f"\nSpearman's ρ between {negated}{args.decide_on} at student epoch 1, 2, … and the "
-          f"trial's {'best ' + METRIC if args.objective == 'best' else judged} "
-          f"({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
+          f"trial's {judged} ({len(pool)} curves): " + " ".join(f"{r:+.2f}" for r in rho))
     print(f"Oracle (stops every trial that never reaches the order's unpruned best less ε "
           f"after {args.oracle_epoch} student epoch(s)): {_pct(rows[0]['best_oracle'])} of the "
           "unpruned epochs to that level (median over orders).")

@@ -23,6 +23,7 @@ from sakdn.train.attention import gsdm_plan
 from sakdn.train.data import DataBundle, build_data, clip_dataset
 from sakdn.train.checkpoint import StageProgress
 from sakdn.train.loop import Callback, EpochReport, RunContext, StageState, resolve_device
+from sakdn.train.metrics import LATE_EPOCHS, late_mean
 from sakdn.data.dataset import RecordingDataset
 from sakdn.train.student_stage import StudentStage, outputs_salt, student_gflops
 from sakdn.train.teacher_stage import TeacherStage, evaluate_teachers
@@ -236,18 +237,13 @@ def _summary(config, bundle, ctx, teachers, stage: StudentStage, final) -> dict[
     return metrics
 
 
-LATE_EPOCHS = 5  # student/val_acc_last5: a validation figure that selects nothing
-
-
 def _late_validation(history: list[dict[str, Any]]) -> dict[str, float]:
-    """The mean validation accuracy of the student's last ``LATE_EPOCHS`` epochs: smoother than
-    the best epoch, which is the maximum of noisy values and so biased upwards."""
+    """The mean validation accuracy of the student's last ``LATE_EPOCHS`` epochs (``late_mean``)."""
     values = [h["metrics"]["student/val_acc"] for h in history
               if h["stage"] == "student" and "student/val_acc" in h["metrics"]]
     if not values:
         return {}
-    return {f"student/val_acc_last{LATE_EPOCHS}": sum(values[-LATE_EPOCHS:])
-            / len(values[-LATE_EPOCHS:])}
+    return {f"student/val_acc_last{LATE_EPOCHS}": late_mean(values)}
 
 
 def load_student(path: str | Path) -> tuple[torch.nn.Module, ExperimentConfig, dict]:

@@ -12,6 +12,16 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
     return int((top == labels[:, None]).any(dim=-1).sum())
 
 
+LATE_EPOCHS = 5  # student/val_acc_last5: a validation figure that selects nothing
+
+
+def late_mean(values: list[float], epochs: int = LATE_EPOCHS) -> float:
+    """Mean of the last ``epochs`` values (all of them when fewer): the late validation accuracy,
+    smoother than the best epoch, which is the maximum of noisy values and so biased upwards."""
+    late = list(values)[-epochs:]
+    return sum(late) / len(late)
+
+
 def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean softmax probability of the true class, (1/N) Σ_i softmax(z_i)[y_i]: the accuracy
     expected from sampling the model's prediction, 1/K for a uniform guess. Unlike accuracy it

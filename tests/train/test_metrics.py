@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from sakdn.train.metrics import confusion_matrix, topk_correct, true_class_probability
+from sakdn.train.metrics import (
+    confusion_matrix, late_mean, topk_correct, true_class_probability,
+)
 
 
 def test_true_class_probability_by_hand() -> None:
@@ -35,3 +37,8 @@ def test_topk_and_confusion_by_hand() -> None:
     assert topk_correct(logits, labels, 2) == 2
     # argmax [0, 1, 0]; rows are the true classes 0, 1, 2
     assert confusion_matrix(logits, labels, 3).tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0]]
+
+
+def test_late_mean_by_hand() -> None:
+    assert late_mean([0.1, 0.9, 0.2, 0.4, 0.4, 0.4, 0.6]) == pytest.approx(2.0 / 5)
+    assert late_mean([0.3, 0.5]) == pytest.approx(0.4)  # fewer epochs than five: all of them
