@@ -609,17 +609,13 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
 def rank_agreement(pool: list[list[float]], signals: list[list[float]]) -> list[float]:
     """Spearman's ρ, per student epoch, between each trial's signal at that epoch and its best
     accuracy over all epochs (``pool``): how early the curves rank the trials as their ends
-    do. Epochs that some trial did not reach are left out."""
-    from scipy.stats import spearmanr
+    do. Epochs that some trial did not reach are left out; an epoch where every trial ties
+    (all at chance) has no ranking: NaN."""
+    from sakdn.stats import spearman
 
     finals = [max(v for v in c if v == v) for c in pool]
     epochs = min(len(c) for c in signals)
-    out = []
-    for e in range(epochs):
-        values = [c[e] for c in signals]
-        tied = len(set(values)) < 2  # every trial at chance: no ranking (ρ undefined)
-        out.append(float("nan") if tied else float(spearmanr(values, finals).statistic))
-    return out
+    return [spearman([c[e] for c in signals], finals).rho for e in range(epochs)]
 
 
 def _pct(x: float) -> str:

@@ -15,6 +15,11 @@ negligible perturbation): its paired differences show how far chaotic training a
 mean over n seeds, F = t_{0.975, n−1} · s_control / √n. A comparison is ``above`` the floor
 when d̄ > F and its interval excludes 0, ``below`` when d̄ < −F and its interval excludes 0,
 ``within`` otherwise.
+
+Rank agreement between two measures of the same items (a cheap signal and the objective, two
+training seeds' objectives): Spearman's ρ with its 95 % interval from Fisher's z = atanh ρ and
+Bonett & Wright's variance for ρ, (1 + ρ²/2) / (n − 3): z ± z_{0.975} · √that, mapped back by
+tanh.
 """
 
 from __future__ import annotations
@@ -86,3 +91,36 @@ def verdict(comparison: Paired, floor: float) -> str:
     if comparison.mean < -floor and comparison.ci_high < 0:
         return "below"
     return "within"
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    """Spearman's ρ of paired values over n items, with its confidence interval."""
+
+    n: int
+    rho: float  # nan when fewer than 2 items or one side constant
+    low: float  # nan when n < 4
+    high: float
+
+
+def spearman(a: Sequence[float], b: Sequence[float],
+             confidence: float = CONFIDENCE) -> RankAgreement:
+    """ρ between ``a`` and ``b`` (pairs with a NaN on either side left out) and its interval
+    tanh(atanh ρ ± z · √((1 + ρ²/2) / (n − 3))) (see the module docstring)."""
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired values need equal 1-D shapes, got {x.shape} and {y.shape}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = len(x)
+    nan = float("nan")
+    if n < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return RankAgreement(n, nan, nan, nan)
+    rho = float(stats.spearmanr(x, y).statistic)
+    if n < 4:
+        return RankAgreement(n, rho, nan, nan)
+    z = math.atanh(min(max(rho, -1 + 1e-12), 1 - 1e-12))
+    half = float(stats.norm.ppf((1 + confidence) / 2)) * math.sqrt((1 + rho**2 / 2) / (n - 3))
+    return RankAgreement(n, rho, math.tanh(z - half), math.tanh(z + half))

@@ -58,6 +58,31 @@ def test_noise_floor_and_verdicts():
     assert stats.verdict(worse, floor) == "below"
 
 
+
+Z_975 = 1.959963984540054  # normal quantile 0.975 (tables)
+
+
+def test_spearman_by_hand_with_its_fisher_z_interval():
+    # ranks of b: 2 1 4 3 5; d = -1 1 -1 1 0, sum d^2 = 4: rho = 1 - 6*4 / (5 * 24) = 0.8
+    r = stats.spearman([1.0, 2.0, 3.0, 4.0, 5.0], [0.2, 0.1, 0.4, 0.3, 0.5])
+    assert r.n == 5 and r.rho == pytest.approx(0.8)
+    half = Z_975 * math.sqrt((1 + 0.8**2 / 2) / (5 - 3))  # Bonett & Wright's variance
+    assert (r.low, r.high) == pytest.approx((math.tanh(math.atanh(0.8) - half),
+                                             math.tanh(math.atanh(0.8) + half)))
+    assert r.low < 0 < r.high  # five items: even 0.8 is not told from no agreement
+
+
+def test_spearman_leaves_out_nan_pairs_and_has_no_rho_for_a_constant_side():
+    full = stats.spearman([1.0, 2.0, float("nan"), 3.0, 4.0], [1.0, 2.0, 9.0, 3.0, float("nan")])
+    assert full.n == 3 and full.rho == pytest.approx(1.0)
+    assert math.isnan(full.low) and math.isnan(full.high)  # n - 3 = 0: no interval
+    perfect = stats.spearman([1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 4.0, 3.0, 2.0, 1.0])
+    assert perfect.rho == pytest.approx(-1.0) and perfect.low == pytest.approx(-1.0)
+    tied = stats.spearman([0.125] * 5, [0.1, 0.2, 0.3, 0.4, 0.5])  # every trial at chance
+    assert tied.n == 5 and math.isnan(tied.rho)
+    with pytest.raises(ValueError, match="equal 1-D"):
+        stats.spearman([1.0], [1.0, 2.0])
+
 def test_the_grid_is_variants_times_seeds_with_every_varying_key_set():
     config = ExperimentConfig().replace({"distill.lambda_st": 0.5, "distill.lambda_sp": 2.0})
     names = ablation.choose_variants(config, ["CE + SP", "full SAKDN"])

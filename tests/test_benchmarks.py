@@ -407,3 +407,73 @@ def test_replay_on_the_late_mean_objective_judges_hits_at_trial_ends(
     none = next(line for line in out.splitlines() if line.startswith("| none "))
     # only the steady trial reaches 0.55 on its late mean; on the best epoch the lucky did too
     assert "| 5/5 " in none and "0.580" in none
+
+
+def _fidelity_results(full0, full1, low, seconds=(2.0, 1.0)):
+    """Scripted runs: per configuration, a validation-accuracy curve per fidelity and seed."""
+    def run(i, fidelity, seed, curve, s):
+        return {"config": i, "fidelity": fidelity, "seed": seed,
+                "student_epoch_s": [s] * len(curve),
+                "curves": {"student/val_acc": curve, "student/val_p_true": [v / 2 for v in curve]}}
+    runs = []
+    for i, (a, b, c) in enumerate(zip(full0, full1, low)):
+        runs += [run(i, "full", 0, a, seconds[0]), run(i, "full", 1, b, seconds[0]),
+                 run(i, "student.segments=2", 0, c, seconds[1])]
+    return {"configs": [{}] * len(full0), "fidelities": ["full", "student.segments=2"],
+            "epochs": [1, 2, 9], "runs": runs, "wall_s": 1.0}
+
+
+def test_fidelity_ranking_judges_every_signal_against_the_other_seed_s_objective():
+    from fidelity_ranking import rows
+
+    full1 = [[0.1, 0.2 + k / 10, 0.1] for k in range(5)]  # objectives 0.2 .. 0.6
+    full0 = [[0.25 - k / 20, 0.3 + k / 10, 0.0] for k in range(5)]  # epoch 1 ranks backwards
+    low = [[0.1, 0.4, 0.1], [0.1, 0.3, 0.1], [0.1, 0.5, 0.1], [0.1, 0.6, 0.1], [0.1, 0.7, 0.1]]
+    out = {r["signal"]: r for r in rows(_fidelity_results(full0, full1, low))}
+    ceiling = out["objective at seed 0 (full; the ceiling)"]
+    assert ceiling["rho"] == pytest.approx(1.0) and ceiling["cost"] == 1.0
+    first = out["student/val_acc at student epoch 1"]
+    assert first["rho"] == pytest.approx(-1.0) and first["cost"] == pytest.approx(1 / 3)
+    assert out["student/val_p_true at student epoch 2"]["rho"] == pytest.approx(1.0)
+    assert not any("epoch 9" in s for s in out)  # past the curves' end: no row
+    cheap = out["objective at student.segments=2"]
+    # objectives 0.4 0.3 0.5 0.6 0.7: ranks 2 1 3 4 5, d = 1 -1 0 0 0: 1 - 6*2 / (5*24) = 0.9
+    assert cheap["rho"] == pytest.approx(0.9)
+    assert cheap["cost"] == pytest.approx(0.5)  # 1 s student epochs against 2 s
+
+
+def test_fidelity_ranking_reproducibility_of_each_candidate_objective_across_seeds():
+    from fidelity_ranking import reproducibility
+
+    full1 = [[0.1] * 4 + [0.2 + k / 10] + [0.1] * 5 for k in range(5)]  # best rises with k
+    full0 = [[0.95 - k / 20] + [0.1] * 4 + [0.2 + k / 10] * 5 for k in range(5)]
+    out = {r["objective"].split(" (")[0]: r["rho"]
+           for r in reproducibility(_fidelity_results(full0, full1, full1))}
+    # seed 0's best is its lucky first epoch (reversed); its late mean follows seed 1's best but
+    # seed 1's late mean is flat (0.1 in every configuration): no ranking
+    assert out["best student/val_acc"] == pytest.approx(-1.0)
+    assert out["best student/val_p_true"] == pytest.approx(-1.0)
+    assert math.isnan(out["mean student/val_acc of the last 5 epochs"])
+
+
+def test_fidelity_ranking_quick_trains_every_configuration_at_each_fidelity_and_seed(tmp_path):
+    out = run_script("fidelity_ranking", tmp_path, "--quick", timeout=300)["results"]
+    configs = out["configs"]
+    assert len(configs) == 4 and all("student.lr" in c for c in configs)  # the smoke space
+    assert len({c["student.lr"] for c in configs}) == 4  # drawn, not one point four times
+    assert out["fidelities"] == ["full", "student.segments=1"]
+    runs = {(r["config"], r["fidelity"], r["seed"]) for r in out["runs"]}
+    assert runs == {(i, f, s) for i in range(4) for f, s in
+                    (("full", 0), ("full", 1), ("student.segments=1", 0))}
+    for r in out["runs"]:
+        assert len(r["curves"]["student/val_acc"]) == 3  # the quick mode's student epochs
+        assert len(r["student_epoch_s"]) == 3 and min(r["student_epoch_s"]) > 0
+
+
+def test_fidelity_ranking_refuses_a_bad_fidelity_key_before_training(tmp_path):
+    cmd = [sys.executable, str(BENCH / "fidelity_ranking.py"), "--quick", "--workdir",
+           str(tmp_path), "--low", "student.width=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode != 0
+    assert "student.width = 2: must be >= 4" in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing trained
