@@ -153,9 +153,11 @@ def parse_args() -> argparse.Namespace:
                    help="replay the unpruned curves of an earlier run's --json output through "
                         "pruner settings; run nothing")
     p.add_argument("--orders", type=int, default=200, help="random trial orders (--replay)")
-    p.add_argument("--decide-on", default=METRIC, choices=[METRIC, *SIGNALS],
-                   help="the curves the replayed pruners see (a hit is still judged on "
-                        f"{METRIC}; default: the same)")
+    p.add_argument("--decide-on", default=None, choices=[METRIC, *SIGNALS],
+                   help="the curves the replayed pruners see (default: those of --judge-on)")
+    p.add_argument("--judge-on", default=METRIC, choices=[METRIC, *SIGNALS],
+                   help="--replay: the curves whose values decide a hit and the unpruned best "
+                        f"(default {METRIC}; a loss counts negated)")
     p.add_argument("--objective", default="best", choices=OBJECTIVES,
                    help="--replay: a hit is a student epoch's value at a level (best), or a "
                         "trial's mean over its last 5 epochs there, once it trained to its end "
@@ -563,23 +565,31 @@ def _first_hit(curves: list[list[float]], spent: list[int], target: float) -> fl
     return float("nan")
 
 
+def _recorded(unpruned: list[dict[str, Any]], keep: list[tuple[dict[str, Any], int]], name: str,
+              path: str) -> list[list[float]]:
+    """The recorded curves of ``name`` for the kept trials, negated where lower is better."""
+    if name == METRIC:
+        return [r["curves"][i] for r, i in keep]
+    if any(name not in r.get("signals", {}) for r in unpruned):
+        raise SystemExit(f"{path}: no {name} curves recorded (runs of an older version keep "
+                         f"{METRIC} only)")
+    sign = -1.0 if name in LOWER_IS_BETTER else 1.0
+    return [[sign * v for v in r["signals"][name][i]] for r, i in keep]
+
+
 def print_replay(path: str, args: argparse.Namespace) -> None:
     saved = json.loads(Path(path).read_text())
     unpruned = [r for r in saved["results"]["searches"] if r["method"] == BASE]
     keep = [(r, i) for r in unpruned for i, c in enumerate(r["curves"]) if c]
-    pool = [r["curves"][i] for r, i in keep]
-    signals = None
-    if args.decide_on != METRIC:
-        if any(args.decide_on not in r.get("signals", {}) for r in unpruned):
-            raise SystemExit(f"{path}: no {args.decide_on} curves recorded (runs of an older "
-                             f"version keep {METRIC} only)")
-        sign = -1.0 if args.decide_on in LOWER_IS_BETTER else 1.0
-        signals = [[sign * v for v in r["signals"][args.decide_on][i]] for r, i in keep]
-    judged = "best " + METRIC  # a level reached at some epoch: the running best reaches it
+    args.decide_on = args.decide_on or args.judge_on
+    pool = _recorded(unpruned, keep, args.judge_on, path)
+    signals = (None if args.decide_on == args.judge_on
+               else _recorded(unpruned, keep, args.decide_on, path))
+    judged = "best " + args.judge_on  # a level reached at an epoch: the running best reaches it
     if args.objective == "last5":  # the pruners still see the epochs; hits need the end
         signals = signals or pool
         pool = [late_curve(c) for c in pool]
-        judged = "mean of the last 5 epochs' " + METRIC
+        judged = "mean of the last 5 epochs' " + args.judge_on
     target = saved["args"]["target"]
     rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders,
                   epsilon=args.epsilon, oracle_epoch=args.oracle_epoch, signals=signals)

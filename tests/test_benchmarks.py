@@ -409,6 +409,25 @@ def test_replay_on_the_late_mean_objective_judges_hits_at_trial_ends(
     assert "| 5/5 " in none and "0.580" in none
 
 
+
+def test_replay_judges_hits_on_another_recorded_signal(tmp_path, monkeypatch, capsys):
+    import search_efficiency as se
+
+    acc = [[0.25, 0.6], [0.25, 0.3]]  # on accuracy the first trial is the best
+    p_true = [[0.2, 0.3], [0.2, 0.7]]  # on the true-class probability the second
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"args": {"target": 0.5, "trials": 2}, "results": {"searches": [
+        {"method": se.BASE, "seed": 0, "curves": acc,
+         "signals": {"student/val_p_true": p_true, "student/val_loss": [[1, 1], [1, 1]]}}]}}))
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--replay", str(run),
+                                      "--judge-on", "student/val_p_true", "--orders", "3"])
+    se.print_replay(str(run), se.parse_args())
+    out = capsys.readouterr().out
+    assert "hits judged on best student/val_p_true" in out
+    assert "pruners decide on student/val_p_true" in out  # by default, what the hits are on
+    none = next(line for line in out.splitlines() if line.startswith("| none "))
+    assert " 0.700 |" in none and "| 3/3 " in none  # the mean best is p_true's: 0.7 reached
+
 def _fidelity_results(full0, full1, low, seconds=(2.0, 1.0)):
     """Scripted runs: per configuration, a validation-accuracy curve per fidelity and seed."""
     def run(i, fidelity, seed, curve, s):
@@ -468,6 +487,8 @@ def test_fidelity_ranking_quick_trains_every_configuration_at_each_fidelity_and_
     for r in out["runs"]:
         assert len(r["curves"]["student/val_acc"]) == 3  # the quick mode's student epochs
         assert len(r["student_epoch_s"]) == 3 and min(r["student_epoch_s"]) > 0
+        # the kept model also tested, to measure a larger held-out split's reproducibility
+        assert 0.0 <= r["metrics"]["student/test_acc"] <= 1.0
 
 
 def test_fidelity_ranking_refuses_a_bad_fidelity_key_before_training(tmp_path):
