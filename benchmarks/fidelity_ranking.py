@@ -34,11 +34,9 @@ experiment's search space. Each is trained outside any search with the experimen
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ EXPERIMENT = harness.REPO / "experiments" / "synthetic_search.yaml"
 FULL = "full"
 # signals come from OTHER_SEED's runs and are judged against REFERENCE_SEED's objective
 REFERENCE_SEED, OTHER_SEED = 1, 0
-SIGNALS = ("student/val_acc", "student/val_p_true")
+SIGNALS = harness.VALIDATION_SIGNALS
 DEFAULT_LOW = ["student.segments=2", "student.width=8"]
 DEFAULT_EPOCHS = [3, 5, 8, 10]
 NAN = float("nan")
@@ -117,32 +115,6 @@ def _experiment_space(experiment: str) -> Path:
     return harness.REPO / named
 
 
-def train_once(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one configuration (a process of its own); per-epoch validation values and the
-    wall seconds of each student epoch."""
-    from sakdn.config import from_flat
-    from sakdn.train import train
-
-    config = from_flat(job["flat"], file="fidelity_ranking")
-    stamps: list[float] = []
-    curves: dict[str, list[float]] = {s: [] for s in SIGNALS}
-
-    def record(report) -> None:
-        stamps.append(time.perf_counter())
-        if report.stage == "student":
-            for s in SIGNALS:
-                curves[s].append(float(report.metrics.get(s, NAN)))
-
-    result = train(config, record, workdir=job["workdir"], teacher_store=job["store"],
-                   log=lambda m: None)
-    teacher_epochs = config.teacher.epochs
-    student_seconds = [b - a for a, b in zip(stamps[teacher_epochs - 1:], stamps[teacher_epochs:])]
-    return {"config": job["config"], "fidelity": job["fidelity"], "seed": job["seed"],
-            "curves": curves, "student_epoch_s": student_seconds,
-            "metrics": {k: float(v) for k, v in result.metrics.items()
-                        if k.startswith(("student/val_", "student/test_"))}}
-
-
 def jobs(args: argparse.Namespace, base: dict[str, Any], configs: list[dict[str, Any]],
          fidelities: dict[str, dict[str, str]], root: Path) -> list[dict[str, Any]]:
     """Every training: the full fidelity at both seeds, each low one at the signal seed;
@@ -184,12 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = harness.fresh_dir(Path(args.workdir) / "runs")
     todo = jobs(args, base, configs, fidelities, root)
     started = time.time()
-    if args.workers <= 1:
-        done = [train_once(j) for j in todo]
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            done = list(pool.map(train_once, todo))
+    done = harness.train_runs(todo, args.workers)
     return {"configs": configs, "fidelities": list(fidelities), "epochs": args.epochs,
             "runs": done, "wall_s": time.time() - started}
 

@@ -217,6 +217,49 @@ def quiet(log_path: str | Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+VALIDATION_SIGNALS = ("student/val_acc", "student/val_p_true")  # recorded per student epoch
+
+
+def train_run(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one configuration outside any search: ``job`` holds the flat config (``flat``),
+    ``workdir`` and the teacher ``store``; its other keys come back with the run's validation
+    curves (``VALIDATION_SIGNALS`` per student epoch), the wall seconds of each student epoch
+    and the summary's student metrics (``student/test_*`` too with ``train.evaluate_test``)."""
+    from sakdn.config import from_flat
+    from sakdn.train import train
+
+    config = from_flat(job["flat"], file="benchmark job")
+    stamps: list[float] = []
+    curves: dict[str, list[float]] = {s: [] for s in VALIDATION_SIGNALS}
+
+    def record(report) -> None:
+        stamps.append(time.perf_counter())
+        if report.stage == "student":
+            for s in VALIDATION_SIGNALS:
+                curves[s].append(float(report.metrics.get(s, float("nan"))))
+
+    result = train(config, record, workdir=job["workdir"], teacher_store=job["store"],
+                   log=lambda m: None)
+    first = config.teacher.epochs  # the teacher stage's last report starts the student's clock
+    return {**{k: v for k, v in job.items() if k not in ("flat", "workdir", "store")},
+            "curves": curves,
+            "student_epoch_s": [b - a for a, b in zip(stamps[first - 1:], stamps[first:])],
+            "metrics": {k: float(v) for k, v in result.metrics.items()
+                        if k.startswith(("student/val_", "student/test_"))}}
+
+
+def train_runs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+    """``train_run`` for every job, ``workers`` at a time (a spawned process each, as trials
+    share the machine in a search), in the jobs' order."""
+    if workers <= 1:
+        return [train_run(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(train_run, jobs))
+
+
 def start_ray(cpus: int) -> float:
     """Start one loopback-only local Ray for all the searches of a benchmark; its seconds.
 

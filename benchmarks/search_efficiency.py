@@ -122,7 +122,10 @@ def _flow(options: dict[str, Any]) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n")[0], "search_efficiency")
-    p.add_argument("--repetitions", type=int, default=3, help="seeds 0 .. repetitions-1")
+    p.add_argument("--repetitions", type=int, default=3,
+                   help="search seeds first-seed .. first-seed + repetitions - 1")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first search seed (to add seeds to an earlier run: its last + 1)")
     p.add_argument("--trials", type=int, default=24, help="trials per search")
     p.add_argument("--data", choices=["small", "main"], default="small",
                    help="small: 4 classes, 32-px frames, 32 validation clips (default); main: "
@@ -327,7 +330,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     ray_s = harness.start_ray(args.cpus)
     print(f"local Ray started in {ray_s:.1f} s; searches log to {storage}/*.log", flush=True)
     try:
-        for rep in range(args.repetitions):
+        for rep in range(args.first_seed, args.first_seed + args.repetitions):
             for method in chosen:
                 name = f"{_kind(method)}_r{rep}"
                 keys = {**shared, **table[method], "search.name": name,

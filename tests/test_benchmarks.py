@@ -498,3 +498,107 @@ def test_fidelity_ranking_refuses_a_bad_fidelity_key_before_training(tmp_path):
     assert done.returncode != 0
     assert "student.width = 2: must be >= 4" in done.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_pruned_choice_takes_the_best_completed_trial_that_ended_within_the_budget():
+    from pruned_choice import chosen_at
+
+    curves = [[0.3] * 15, [0.9] * 5, [0.5] * 15, [0.6] * 10]
+    complete = [True, False, True, True]  # trial 1 was pruned: its 0.9 is no choice
+    values = [0.3, 0.9, 0.5, 0.6]
+    assert chosen_at(curves, complete, values, 35) == (2, 35)
+    assert chosen_at(curves, complete, values, 34) == (0, 20)  # trial 2 ends at 35
+    assert chosen_at(curves, complete, values, math.inf) == (3, 45)
+    assert chosen_at(curves, complete, values, 10) == (None, 0)
+    assert chosen_at(curves, complete, [0.5, 0.9, 0.5, 0.2], math.inf) == (0, 45)  # tie: earlier
+
+
+def test_pruned_choice_pairs_each_choice_with_the_unpruned_whole_search_s_by_seed():
+    from pruned_choice import WHOLE, comparisons
+    from search_efficiency import BASE
+
+    def choice(method, seed, budget, objectives):
+        return {"method": method, "seed": seed, "budget": budget, "trial": 1, "share": 0.5,
+                "value": 0.5, "fresh": {str(s): {"objective": v, "test": v - 0.1}
+                                        for s, v in zip((1, 2, 3), objectives)}}
+    results = {"train_seeds": [1, 2, 3], "epsilon": 0.02, "choices": [
+        choice(BASE, 0, WHOLE, [0.40, 0.50, 0.45]), choice(BASE, 1, WHOLE, [0.30, 0.35, 0.40]),
+        choice("pruned", 0, "50 %", [0.41, 0.51, 0.46]),  # +0.01 on every pair
+        choice("pruned", 1, "50 %", [0.31, 0.36, 0.41]),
+        choice("worse", 0, "50 %", [0.30, 0.50, 0.45]),
+        choice("worse", 1, "50 %", [0.20, 0.35, 0.40]),
+    ]}
+    rows = {r["method"]: r for r in comparisons(results)}
+    assert rows[BASE]["objective_diff"].mean == 0 and rows[BASE]["non_inferior"]  # itself
+    pruned = rows["pruned"]["objective_diff"]
+    assert pruned.n == 6 and pruned.mean == pytest.approx(0.01) and pruned.sd == pytest.approx(0)
+    assert rows["pruned"]["non_inferior"] and rows["pruned"]["objective_by_search"].n == 2
+    mean = (0.41 + 0.51 + 0.46 + 0.31 + 0.36 + 0.41) / 6
+    assert rows["pruned"]["objective"] == pytest.approx(mean)
+    worse = rows["worse"]["objective_diff"]
+    assert worse.mean == pytest.approx(-0.2 / 6)
+    by_search = rows["worse"]["objective_by_search"]  # each search's mean: -0.1/3 in both
+    assert by_search.n == 2 and by_search.mean == pytest.approx(-0.1 / 3)
+    assert by_search.ci_high < -0.02 and not rows["worse"]["non_inferior"]
+
+
+def test_pruned_choice_refuses_a_study_that_is_not_the_recorded_run(tmp_path):
+    import optuna
+    from pruned_choice import searches
+    from search_efficiency import BASE
+
+    storage = tmp_path / "optuna.db"
+    study = optuna.create_study(study_name="none_r0", storage=f"sqlite:///{storage}",
+                                direction="maximize")
+    dist = {"student.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for value in (0.3, 0.5):
+        study.add_trial(optuna.trial.create_trial(params={"student.lr": 1e-3}, distributions=dist,
+                                                  value=value))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"results": {"searches": [
+        {"method": BASE, "repetition": 0, "seed": 0, "curves": [[0.1, 0.3], [0.2, 0.4]]}]}}))
+    with pytest.raises(SystemExit, match=r"study none_r0 trial 1 has value 0.5, its curve in .*"
+                                         r"run\.json a best of 0.4: not one run"):
+        searches(str(run), str(storage))
+    run.write_text(json.dumps({"results": {"searches": [
+        {"method": BASE, "repetition": 0, "seed": 0, "curves": [[0.1, 0.3], [0.2, 0.5]]}]}}))
+    (found,) = searches(str(run), str(storage))
+    assert found["complete"] == [True, True] and found["params"][1] == {"student.lr": 1e-3}
+
+
+def test_pruned_choice_retrains_each_chosen_configuration_at_the_fresh_seeds(tmp_path):
+    import harness
+    import optuna
+    from search_efficiency import BASE
+
+    storage = tmp_path / "optuna.db"
+    dist = {"student.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    searches = []
+    for name, method, lrs, states in (
+            ("none_r0", BASE, (1e-3, 3e-3), ("COMPLETE", "COMPLETE")),
+            ("optuna_r0", "Optuna median", (1e-3, 5e-3), ("COMPLETE", "PRUNED"))):
+        study = optuna.create_study(study_name=name, storage=f"sqlite:///{storage}")
+        curves = []
+        for i, (lr, state) in enumerate(zip(lrs, states)):
+            curve = [0.2, 0.3 + i / 10] if state == "COMPLETE" else [0.9]
+            study.add_trial(optuna.trial.create_trial(
+                params={"student.lr": lr}, distributions=dist, value=max(curve),
+                state=optuna.trial.TrialState[state]))
+            curves.append(curve)
+        searches.append({"method": method, "repetition": 0, "seed": 0, "curves": curves})
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"results": {"searches": searches}}))
+    tiny = harness.tiny(tmp_path)
+    out = run_script("pruned_choice", tmp_path, "--json-in", str(run), "--storage", str(storage),
+                     "--experiment", str(REPO / "experiments" / "synthetic_smoke.yaml"),
+                     "--set", f"data.root={tiny}", "--train-seeds", "1", "2",
+                     "--budgets", "0.5", "--workers", "1")["results"]
+    picked = {(c["method"], c["budget"]): c for c in out["choices"]}
+    # unpruned: 4 trial-epochs in all; at 50 % only trial 0 has ended; whole: trial 1 (0.4)
+    assert picked[BASE, "50 %"]["trial"] == 0 and picked[BASE, "whole search"]["trial"] == 1
+    # the pruned search's trial 1 (0.9) was pruned: its choice is trial 0 at any budget
+    assert picked["Optuna median", "whole search"]["trial"] == 0
+    assert picked["Optuna median", "whole search"]["share"] == pytest.approx(3 / 4)
+    same = picked[BASE, "50 %"]["fresh"]  # one configuration, trained once per seed
+    assert same == picked["Optuna median", "whole search"]["fresh"]
+    assert set(same) == {"1", "2"} and all(0 <= v["test"] <= 1 for v in same.values())

@@ -1,0 +1,231 @@
+"""Does a pruned search choose as well as the unpruned one, for less compute? Each search's
+choice at a compute budget, retrained on fresh training seeds.
+
+A search's recorded best value is one draw: a trial's objective reproduces across training
+seeds at ρ ≈ 0.4 on the main job (docs/benchmarks.md §3, ``fidelity_ranking.py``), so "the
+pruned search reaches the unpruned search's best" is judged here on what the chosen
+configurations are worth, not on the values they happened to record. For each search seed of a
+``search_efficiency.py`` run (``--json``; its Optuna studies in ``--storage``):
+
+- the trials in the order they ran, with the student epochs each used (as the run recorded
+  them); at a budget of B trial-epochs, a share of the same seed's unpruned search's whole
+  compute, a search's choice is its best *completed* trial among those that ended within B:
+  what ``sakdn best`` would have read had the search been stopped there;
+- every chosen configuration is trained at fresh training seeds (``--train-seeds``; the
+  searches trained at seed 0) with the experiment's settings, recording its objective (best
+  validation accuracy) and, for context only, the kept model's test accuracy.
+
+Prints per method and budget the compute share, the chosen trials, their fresh-seed objective,
+and the paired difference against the unpruned whole search's choice (same search seed, same
+training seed) with 95 % t intervals (``sakdn.stats.paired``) at two levels: over all (search
+seed, training seed) pairs, which says how these particular choices compare, and over the
+search seeds' means, which says how a search of each kind chooses (the unit a search is drawn
+at; few seeds, so wide). A method **chooses non-inferiorly within ε** when the search-level
+interval's lower end is above −ε.
+
+    python benchmarks/pruned_choice.py --json-in runs/bench/search_efficiency_main.json \\
+        --storage runs/bench/search_efficiency_main/searches/optuna.db --json a.json
+    python benchmarks/pruned_choice.py --from-json a.json b.json   # two runs' seeds pooled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from search_efficiency import BASE, EPSILON, EXPERIMENT, _kind  # noqa: E402
+
+WHOLE = "whole search"
+
+
+def parse_args() -> argparse.Namespace:
+    p = harness.parser(__doc__.split("\n\n")[0], "pruned_choice")
+    p.add_argument("--json-in", required=False, help="a search_efficiency.py --json output")
+    p.add_argument("--storage", help="that run's Optuna SQLite file (<workdir>/searches/optuna.db)")
+    p.add_argument("--experiment", default=str(EXPERIMENT))
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.5],
+                   help="shares of the unpruned search's whole compute (the whole search too)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--epsilon", type=float, default=EPSILON)
+    p.add_argument("--workers", type=int, default=2, help="trainings at a time")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="overrides for the retrainings (as the searches had them)")
+    p.add_argument("--from-json", nargs="+", metavar="PATH",
+                   help="print earlier runs' tables, their search seeds pooled (same training "
+                        "seeds)")
+    args = p.parse_args()
+    if not args.from_json and not (args.json_in and args.storage):
+        p.error("give --json-in and --storage (or --from-json)")
+    return args
+
+
+def chosen_at(curves: list[list[float]], complete: list[bool], values: list[float | None],
+              budget: float) -> tuple[int | None, int]:
+    """The best completed trial among those that ended within ``budget`` trial-epochs (trials
+    in the order they ran; ties go to the earlier, as in ``sakdn best``), and the trial-epochs
+    spent by then."""
+    spent, best = 0, None
+    for i, (curve, done, value) in enumerate(zip(curves, complete, values)):
+        if spent + len(curve) > budget + 1e-9:
+            break
+        spent += len(curve)
+        if done and value is not None and (best is None or value > values[best]):
+            best = i
+    return best, spent
+
+
+def searches(path: str, storage: str) -> list[dict[str, Any]]:
+    """Each search of the run with its trials' curves, states, values and sampled keys (the
+    curves in Tune's order, checked against the study's trial numbers)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{Path(storage).resolve()}"
+    out = []
+    for row in json.loads(Path(path).read_text())["results"]["searches"]:
+        name = f"{_kind(row['method'])}_r{row['repetition']}"
+        trials = optuna.load_study(study_name=name, storage=url).trials
+        if len(trials) != len(row["curves"]):
+            raise SystemExit(f"{storage}: study {name} has {len(trials)} trials, "
+                             f"{path} {len(row['curves'])} curves")
+        complete = [t.state == optuna.trial.TrialState.COMPLETE for t in trials]
+        for t, curve, done in zip(trials, row["curves"], complete):
+            if done and not math.isclose(t.value, max(curve), abs_tol=1e-9):
+                raise SystemExit(f"{storage}: study {name} trial {t.number} has value {t.value}"
+                                 f", its curve in {path} a best of {max(curve)}: not one run")
+        out.append({"method": row["method"], "seed": row["seed"], "curves": row["curves"],
+                    "complete": complete, "values": [t.value for t in trials],
+                    "params": [dict(t.params) for t in trials]})
+    return out
+
+
+def choices(runs: list[dict[str, Any]], budgets: list[float]) -> list[dict[str, Any]]:
+    """Each search's choice at each budget (a share of its seed's unpruned whole compute)."""
+    whole = {r["seed"]: sum(map(len, r["curves"])) for r in runs if r["method"] == BASE}
+    out = []
+    for r in runs:
+        for share in [*budgets, math.inf]:
+            trial, spent = chosen_at(r["curves"], r["complete"], r["values"],
+                                     share * whole[r["seed"]])
+            out.append({"method": r["method"], "seed": r["seed"],
+                        "budget": WHOLE if share == math.inf else f"{100 * share:.0f} %",
+                        "trial": trial, "share": spent / whole[r["seed"]],
+                        "value": None if trial is None else r["values"][trial],
+                        "params": None if trial is None else r["params"][trial]})
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sakdn.config import load_config, parse_overrides
+
+    base = load_config(args.experiment).replace(dict(parse_overrides(args.set)),
+                                                file="--set").to_flat()
+    picked = choices(searches(args.json_in, args.storage), args.budgets)
+    distinct = sorted({json.dumps(c["params"], sort_keys=True) for c in picked if c["params"]})
+    root = harness.fresh_dir(Path(args.workdir) / "runs")
+    jobs = [{"config": key, "seed": seed,
+             "flat": {**base, **json.loads(key), "train.seed": seed, "train.progress": False,
+                      "train.num_threads": args.threads, "train.evaluate_test": True},
+             "workdir": str(root / f"c{i:03d}_s{seed}"), "store": str(root / "teachers")}
+            for i, key in enumerate(distinct) for seed in args.train_seeds]
+    started = time.time()
+    trained = harness.train_runs(jobs, args.workers)
+    worth = {(t["config"], t["seed"]): {"objective": max(t["curves"]["student/val_acc"]),
+                                         "test": t["metrics"].get("student/test_acc")}
+             for t in trained}
+    for c in picked:
+        key = json.dumps(c["params"], sort_keys=True) if c["params"] else None
+        c["fresh"] = {str(s): worth[key, s] for s in args.train_seeds} if key else None
+    return {"choices": picked, "train_seeds": args.train_seeds, "epsilon": args.epsilon,
+            "wall_s": time.time() - started}
+
+
+def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per method and budget, pooled over search seeds: the fresh-seed objective of its choices
+    paired with the unpruned whole search's choice of the same search seed."""
+    from sakdn import stats
+
+    seeds = [str(s) for s in results["train_seeds"]]
+    ref = {c["seed"]: c for c in results["choices"] if c["method"] == BASE and c["budget"] == WHOLE}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in results["choices"]:
+        groups.setdefault((c["method"], c["budget"]), []).append(c)
+    out = []
+    for (method, budget), cs in groups.items():
+        row = {"method": method, "budget": budget,
+               "share": statistics.median(c["share"] for c in cs),
+               "trials": " ".join("-" if c["trial"] is None else str(c["trial"]) for c in cs),
+               "recorded": [c["value"] for c in cs]}
+        for measure in ("objective", "test"):
+            mine = [c["fresh"][s][measure] if c["fresh"] else math.nan for c in cs for s in seeds]
+            theirs = [ref[c["seed"]]["fresh"][s][measure] for c in cs for s in seeds]
+            row[measure] = statistics.mean(mine)
+            row[f"{measure}_diff"] = stats.paired(mine, theirs)
+            k = len(seeds)  # the same, one mean per search: the unit a search is drawn at
+            row[f"{measure}_by_search"] = stats.paired(
+                [statistics.mean(mine[i:i + k]) for i in range(0, len(mine), k)],
+                [statistics.mean(theirs[i:i + k]) for i in range(0, len(theirs), k)])
+        d = row["objective_by_search"]
+        row["non_inferior"] = bool(d.ci_low > -results["epsilon"]) if d.n > 1 else False
+        out.append(row)
+    return out
+
+
+def merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs on different search seeds as one (their choices pooled); they must share the
+    training seeds and ε, and no search seed may appear twice."""
+    first = parts[0]
+    seeds = [(c["method"], c["seed"], c["budget"]) for p in parts for c in p["choices"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit("--from-json: a search seed appears in more than one run")
+    if any(p["train_seeds"] != first["train_seeds"] or p["epsilon"] != first["epsilon"]
+           for p in parts):
+        raise SystemExit("--from-json: the runs differ in --train-seeds or --epsilon")
+    return {**first, "choices": [c for p in parts for c in p["choices"]],
+            "wall_s": sum(p["wall_s"] for p in parts)}
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    eps = results["epsilon"]
+    n_seeds = len(results["train_seeds"])
+    rows = comparisons(results)
+
+    def interval(p) -> str:
+        return "-" if p.sd != p.sd else f"{p.mean:+.3f} [{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
+
+    harness.print_table(
+        f"Each search's choice, retrained at training seeds {results['train_seeds']} "
+        f"(objective: best student/val_acc), paired with the unpruned whole search's choice "
+        f"of the same search seed ({n_seeds} training seeds × search seeds)",
+        ["method", "budget", "compute (of unpruned whole, median)", "chosen trials (per seed)",
+         "recorded value (per seed)", "fresh objective", "Δ objective, all pairs",
+         "Δ objective, per search", "fresh test acc", "Δ test acc, all pairs",
+         f"non-inferior within ε = {eps} (per search)"],
+        [[r["method"], r["budget"], f"{100 * r['share']:.0f} %", r["trials"],
+          " ".join("-" if v is None else f"{v:.3f}" for v in r["recorded"]),
+          f"{r['objective']:.3f}", interval(r["objective_diff"]),
+          interval(r["objective_by_search"]), f"{r['test']:.3f}", interval(r["test_diff"]),
+          "yes" if r["non_inferior"] else "no"] for r in rows])
+    print(f"wall: {results['wall_s']:.0f} s")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.from_json:
+        print_tables(merged([json.loads(Path(p).read_text())["results"] for p in args.from_json]))
+        return
+    results = run(args)
+    print_tables(results)
+    harness.write_json(args.json, "pruned_choice", args, results)
+
+
+if __name__ == "__main__":
+    main()
