@@ -168,19 +168,13 @@ def curves_of(results: dict[str, Any], fidelity: str, seed: int, signal: str) ->
     return [runs[i]["curves"][signal] for i in range(len(results["configs"]))]
 
 
-def objective(curve: list[float]) -> float:
-    """The main job's objective from a validation-accuracy curve: its best epoch."""
-    finite = [v for v in curve if v == v]
-    return max(finite) if finite else NAN
-
-
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per signal: ρ with the reference seed's full objective, its interval, and the
     cost of the signal against a full training (student epochs only)."""
     from sakdn.stats import spearman
 
     acc = "student/val_acc"
-    reference = [objective(c) for c in curves_of(results, FULL, REFERENCE_SEED, acc)]
+    reference = [harness.best_of_curve(c) for c in curves_of(results, FULL, REFERENCE_SEED, acc)]
     full_s = _median_epoch_s(results, FULL)
     full_epochs = len(curves_of(results, FULL, OTHER_SEED, acc)[0])
     out = []
@@ -191,7 +185,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "cost": cost, "n": rho.n})
 
     add(f"objective at seed {OTHER_SEED} (full; the ceiling)",
-        [objective(c) for c in curves_of(results, FULL, OTHER_SEED, acc)], 1.0)
+        [harness.best_of_curve(c) for c in curves_of(results, FULL, OTHER_SEED, acc)], 1.0)
     for epoch in results["epochs"]:
         if epoch > full_epochs:
             continue
@@ -201,7 +195,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     for fidelity in results["fidelities"]:
         if fidelity == FULL:
             continue
-        values = [objective(c) for c in curves_of(results, fidelity, OTHER_SEED, acc)]
+        values = [harness.best_of_curve(c) for c in curves_of(results, fidelity, OTHER_SEED, acc)]
         add(f"objective at {fidelity}", values, _median_epoch_s(results, fidelity) / full_s)
     return out
 
@@ -215,9 +209,9 @@ def candidate_objectives() -> dict[str, Any]:
 
     acc, p_true = SIGNALS
     return {
-        f"best {acc} (the main job's)": lambda r: objective(r["curves"][acc]),
+        f"best {acc} (the main job's)": lambda r: harness.best_of_curve(r["curves"][acc]),
         f"mean {acc} of the last {LATE_EPOCHS} epochs": lambda r: late_mean(r["curves"][acc]),
-        f"best {p_true}": lambda r: objective(r["curves"][p_true]),
+        f"best {p_true}": lambda r: harness.best_of_curve(r["curves"][p_true]),
         f"mean {p_true} of the last {LATE_EPOCHS} epochs":
             lambda r: late_mean(r["curves"][p_true]),
         "student/test_acc of the kept model": lambda r: r["metrics"].get("student/test_acc", NAN),
@@ -270,7 +264,7 @@ def print_tables(results: dict[str, Any]) -> None:
     for fidelity in results["fidelities"]:
         seeds = (OTHER_SEED, REFERENCE_SEED) if fidelity == FULL else (OTHER_SEED,)
         for seed in seeds:
-            values = [objective(c) for c in curves_of(results, fidelity, seed, acc)]
+            values = [harness.best_of_curve(c) for c in curves_of(results, fidelity, seed, acc)]
             print(f"{fidelity}, seed {seed}: objective mean {statistics.mean(values):.3f}, "
                   f"range {min(values):.3f}–{max(values):.3f}; student epoch "
                   f"{_median_epoch_s(results, fidelity):.2f} s (median)")

@@ -220,6 +220,13 @@ def quiet(log_path: str | Path) -> Iterator[None]:
 VALIDATION_SIGNALS = ("student/val_acc", "student/val_p_true")  # recorded per student epoch
 
 
+def best_of_curve(curve: Sequence[float]) -> float:
+    """A run's best epoch value (what ``student/best_val_acc`` holds for the accuracy); a
+    diverged epoch (NaN) never counts; NaN when none is finite."""
+    finite = [v for v in curve if v == v]
+    return max(finite) if finite else float("nan")
+
+
 def train_run(job: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration outside any search: ``job`` holds the flat config (``flat``),
     ``workdir`` and the teacher ``store``; its other keys come back with the run's validation

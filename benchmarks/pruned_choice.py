@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for i, key in enumerate(distinct) for seed in args.train_seeds]
     started = time.time()
     trained = harness.train_runs(jobs, args.workers)
-    worth = {(t["config"], t["seed"]): {"objective": max(t["curves"]["student/val_acc"]),
-                                         "test": t["metrics"].get("student/test_acc")}
-             for t in trained}
+    worth = {(t["config"], t["seed"]): {
+        "objective": harness.best_of_curve(t["curves"]["student/val_acc"]),
+        "test": t["metrics"].get("student/test_acc")} for t in trained}
     for c in picked:
         key = json.dumps(c["params"], sort_keys=True) if c["params"] else None
         c["fresh"] = {str(s): worth[key, s] for s in args.train_seeds} if key else None

@@ -626,7 +626,7 @@ def rank_agreement(pool: list[list[float]], signals: list[list[float]]) -> list[
     (all at chance) has no ranking: NaN."""
     from sakdn.stats import spearman
 
-    finals = [max(v for v in c if v == v) for c in pool]
+    finals = [harness.best_of_curve(c) for c in pool]
     epochs = min(len(c) for c in signals)
     return [spearman([c[e] for c in signals], finals).rho for e in range(epochs)]
 
