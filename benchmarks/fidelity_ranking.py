@@ -6,8 +6,8 @@ if its signal ranks configurations as their full training does. But the full tra
 (the main job's objective, a trial's best validation accuracy) is itself a noisy draw: another
 training seed gives another value. This script measures both on the same configurations:
 
-- **the ceiling**: ρ between the objective at training seed 0 and at seed 1. No signal computed
-  from seed 0's run can rank seed 1's results better than seed 0's own end result does;
+- **the ceiling**: ρ between the objective at training seed 0 and at seed 1: a cheap signal
+  from seed 0's runs that ranks seed 1's results as well is as good as a whole trial;
 - **early epochs**: ρ between seed 0's validation accuracy (and mean true-class probability)
   at student epoch e and seed 1's objective: what an epoch-based pruner deciding at e sees;
 - **low fidelities** (``--low KEY=VALUE``, several allowed): each configuration trained at seed 0
