@@ -48,7 +48,7 @@ WHOLE = "whole search"
 
 def parse_args() -> argparse.Namespace:
     p = harness.parser(__doc__.split("\n\n")[0], "pruned_choice")
-    p.add_argument("--json-in", required=False, help="a search_efficiency.py --json output")
+    p.add_argument("--json-in", help="a search_efficiency.py --json output")
     p.add_argument("--storage", help="that run's Optuna SQLite file (<workdir>/searches/optuna.db)")
     p.add_argument("--experiment", default=str(EXPERIMENT))
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5],
@@ -98,9 +98,10 @@ def searches(path: str, storage: str) -> list[dict[str, Any]]:
                              f"{path} {len(row['curves'])} curves")
         complete = [t.state == optuna.trial.TrialState.COMPLETE for t in trials]
         for t, curve, done in zip(trials, row["curves"], complete):
-            if done and not math.isclose(t.value, max(curve), abs_tol=1e-9):
+            best = harness.best_of_curve(curve)
+            if done and not math.isclose(t.value, best, abs_tol=1e-9):
                 raise SystemExit(f"{storage}: study {name} trial {t.number} has value {t.value}"
-                                 f", its curve in {path} a best of {max(curve)}: not one run")
+                                 f", its curve in {path} a best of {best}: not one run")
         out.append({"method": row["method"], "seed": row["seed"], "curves": row["curves"],
                     "complete": complete, "values": [t.value for t in trials],
                     "params": [dict(t.params) for t in trials]})
