@@ -137,7 +137,7 @@ def _slug(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sakdn.config import load_config
+    from sakdn.config import load_config, parse_overrides
     from sakdn.train.data import build_data
 
     overrides: dict[str, Any] = {}
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         overrides.update({**harness.quick_sizes(), "data.root": str(harness.tiny(args.workdir)),
                           "teacher.epochs": 1, "student.epochs": 3, "student.width": 4})
         args.space = args.space or str(harness.REPO / "search_spaces" / "smoke.yaml")
-    overrides.update(parse_keys(",".join(args.set)) if args.set else {})
+    overrides.update(parse_overrides(args.set))
     config = load_config(args.experiment).replace(overrides, file="--set")
     base = config.to_flat()
     build_data(config, log=lambda m: None)  # written once, before the trainings share it

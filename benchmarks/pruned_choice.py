@@ -126,9 +126,11 @@ def choices(runs: list[dict[str, Any]], budgets: list[float]) -> list[dict[str, 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sakdn.config import load_config, parse_overrides
+    from sakdn.train.data import build_data
 
-    base = load_config(args.experiment).replace(dict(parse_overrides(args.set)),
-                                                file="--set").to_flat()
+    config = load_config(args.experiment).replace(dict(parse_overrides(args.set)), file="--set")
+    base = config.to_flat()
+    build_data(config, log=lambda m: None)  # written once, before the trainings share it
     picked = choices(searches(args.json_in, args.storage), args.budgets)
     distinct = sorted({json.dumps(c["params"], sort_keys=True) for c in picked if c["params"]})
     root = harness.fresh_dir(Path(args.workdir) / "runs")
