@@ -476,7 +476,9 @@ def test_fidelity_ranking_reproducibility_of_each_candidate_objective_across_see
 
 
 def test_fidelity_ranking_quick_trains_every_configuration_at_each_fidelity_and_seed(tmp_path):
-    out = run_script("fidelity_ranking", tmp_path, "--quick", timeout=300)["results"]
+    # a --set value may hold commas, as sakdn's own --set allows
+    out = run_script("fidelity_ranking", tmp_path, "--quick",
+                     "--set", "teacher.spamfm_stages=conv5,fc1,fc2", timeout=300)["results"]
     configs = out["configs"]
     assert len(configs) == 4 and all("student.lr" in c for c in configs)  # the smoke space
     assert len({c["student.lr"] for c in configs}) == 4  # drawn, not one point four times
@@ -602,3 +604,18 @@ def test_pruned_choice_retrains_each_chosen_configuration_at_the_fresh_seeds(tmp
     same = picked[BASE, "50 %"]["fresh"]  # one configuration, trained once per seed
     assert same == picked["Optuna median", "whole search"]["fresh"]
     assert set(same) == {"1", "2"} and all(0 <= v["test"] <= 1 for v in same.values())
+
+
+def test_pruned_choice_pools_runs_only_on_distinct_search_seeds_and_the_same_training_seeds():
+    from pruned_choice import WHOLE, merged
+    from search_efficiency import BASE
+
+    def part(seed, train_seeds=(1, 2)):
+        return {"train_seeds": list(train_seeds), "epsilon": 0.02, "wall_s": 10.0, "choices": [
+            {"method": BASE, "seed": seed, "budget": WHOLE}]}
+    both = merged([part(0), part(3)])
+    assert [c["seed"] for c in both["choices"]] == [0, 3] and both["wall_s"] == 20.0
+    with pytest.raises(SystemExit, match="a search seed appears in more than one run"):
+        merged([part(0), part(0)])
+    with pytest.raises(SystemExit, match="differ in --train-seeds or --epsilon"):
+        merged([part(0), part(3, train_seeds=(1, 2, 3))])
