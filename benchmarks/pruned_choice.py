@@ -26,6 +26,16 @@ interval's lower end is above −ε.
     python benchmarks/pruned_choice.py --json-in runs/bench/search_efficiency_main.json \\
         --storage runs/bench/search_efficiency_main/searches/optuna.db --json a.json
     python benchmarks/pruned_choice.py --from-json a.json b.json   # two runs' seeds pooled
+
+``--replay`` asks the same without a sampler and without training anything, of many pruner
+settings at once: a ``fidelity_ranking.py`` run holds each configuration's curves at training
+seeds 0 and 1; random orders of ``--trials`` of them are put through the settings of
+``search_efficiency.py --replay`` deciding on seed 0's curves, each order's choice at each
+budget is read as above (only trials that trained to their end are chosen), and what it is
+worth is its objective at seed 1. Orders drawn from one pool are not independent searches, so
+no interval is printed: the replay ranks settings, the retrained searches above judge them.
+
+    python benchmarks/pruned_choice.py --replay runs/bench/fidelity_ranking_main.json --trials 20
 """
 
 from __future__ import annotations
@@ -61,9 +71,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--from-json", nargs="+", metavar="PATH",
                    help="print earlier runs' tables, their search seeds pooled (same training "
                         "seeds)")
+    p.add_argument("--replay", metavar="PATH",
+                   help="a fidelity_ranking.py --json output: replayed pruner settings' choices "
+                        "on seed 0's curves, worth at seed 1; trains nothing")
+    p.add_argument("--trials", type=int, default=20, help="trials per order (--replay)")
+    p.add_argument("--orders", type=int, default=200, help="random orders (--replay)")
+    p.add_argument("--setting", action="append", metavar="NAME",
+                   help="--replay: only these settings (as printed; 'none' is always kept)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="--replay: a 95 %% interval for each mean Δ from B pools of "
+                        "configurations resampled with replacement")
     args = p.parse_args()
-    if not args.from_json and not (args.json_in and args.storage):
-        p.error("give --json-in and --storage (or --from-json)")
+    if not args.from_json and not args.replay and not (args.json_in and args.storage):
+        p.error("give --json-in and --storage (or --from-json, or --replay)")
     return args
 
 
@@ -182,6 +202,120 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def replay_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
+                   trials: int, orders: int, budgets: list[float], epsilon: float,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Replayed settings judged by their choices: ``curves`` (one per configuration) are what
+    the pruners see and the values a choice is made on, ``worth`` the same configurations'
+    objectives at another training seed. Per setting and budget (a share of the order's
+    unpruned whole compute, and the whole search): the median compute used, the mean of the
+    choice's worth less the unpruned whole order's choice's (Δ), and the orders within ε
+    (Δ ≥ −ε) or with no choice at all."""
+    from search_efficiency import random_orders
+
+    picks = random_orders(len(curves), trials, orders, seed)
+    refs = []
+    for pick in picks:
+        order = [curves[i] for i in pick]
+        ref, _ = chosen_at(order, [True] * len(order),
+                           [harness.best_of_curve(c) for c in order], math.inf)
+        refs.append(worth[pick[ref]])
+    out = []
+    for name, run in settings.items():
+        spent = [run([curves[i] for i in pick]) for pick in picks]
+        for share in [*budgets, math.inf]:
+            used, deltas, empty = [], [], 0
+            for pick, n, ref in zip(picks, spent, refs):
+                cut = [curves[i][:k] for i, k in zip(pick, n)]
+                whole = sum(len(curves[i]) for i in pick)
+                trial, epochs = chosen_at(cut, [k == len(curves[i]) for i, k in zip(pick, n)],
+                                          [harness.best_of_curve(c) for c in cut],
+                                          share * whole)
+                used.append(epochs / whole)
+                if trial is None:
+                    empty += 1
+                else:
+                    deltas.append(worth[pick[trial]] - ref)
+            out.append({"setting": name,
+                        "budget": WHOLE if share == math.inf else f"{100 * share:.0f} %",
+                        "share": statistics.median(used),
+                        "delta": statistics.mean(deltas) if deltas else math.nan,
+                        "within": sum(d >= -epsilon for d in deltas), "empty": empty,
+                        "orders": len(picks)})
+    return out
+
+
+def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
+                      trials: int, orders: int, budgets: list[float], epsilon: float,
+                      draws: int, seed: int = 0) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per (setting, budget), a 95 % percentile interval of ``replay_choices``' mean Δ over
+    ``draws`` pools of the configurations resampled with replacement (each with its own curve
+    and worth): how far the mean moves with the configurations a search happens to meet."""
+    import random
+
+    rng = random.Random(seed)
+    means: dict[tuple[str, str], list[float]] = {}
+    for b in range(draws):
+        pool = [rng.randrange(len(curves)) for _ in curves]
+        for r in replay_choices([curves[i] for i in pool], [worth[i] for i in pool], settings,
+                                trials, orders, budgets, epsilon, seed=b + 1):
+            if r["delta"] == r["delta"]:
+                means.setdefault((r["setting"], r["budget"]), []).append(r["delta"])
+    out = {}
+    for key, values in means.items():
+        values.sort()
+        out[key] = (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
+    return out
+
+
+def print_replay(args: argparse.Namespace) -> None:
+    from fidelity_ranking import FULL, curves_of
+    from search_efficiency import METRIC, random_orders, replay_settings
+
+    saved = json.loads(Path(args.replay).read_text())
+    if saved.get("benchmark") != "fidelity_ranking":
+        raise SystemExit(f"{args.replay}: not a fidelity_ranking.py output (--replay reads the "
+                         "curves of one configuration at two training seeds)")
+    results = saved["results"]
+    curves = curves_of(results, FULL, 0, METRIC)
+    worth = [harness.best_of_curve(c) for c in curves_of(results, FULL, 1, METRIC)]
+    settings = replay_settings(min(map(len, curves)))
+    unknown = sorted(set(args.setting or []) - set(settings))
+    if unknown:
+        raise SystemExit(f"--setting: no replayed setting {unknown[0]!r} (see the table without "
+                         "--setting for the names)")
+    if args.setting:
+        settings = {k: v for k, v in settings.items() if k in args.setting or k == "none"}
+    rows = replay_choices(curves, worth, settings, args.trials, args.orders, args.budgets,
+                          args.epsilon)
+    ci = (bootstrap_choices(curves, worth, settings, args.trials, args.orders, args.budgets,
+                            args.epsilon, args.bootstrap) if args.bootstrap else {})
+    for r in rows:
+        low, high = ci.get((r["setting"], r["budget"]), (math.nan, math.nan))
+        r["delta_ci"] = "-" if low != low else f"[{low:+.3f}, {high:+.3f}]"
+    ref = []  # what the unpruned whole order's choice is worth, against a random configuration
+    for pick in random_orders(len(curves), args.trials, args.orders):
+        trial, _ = chosen_at([curves[i] for i in pick], [True] * len(pick),
+                             [harness.best_of_curve(curves[i]) for i in pick], math.inf)
+        ref.append(worth[pick[trial]])
+    rows.sort(key=lambda r: (r["budget"] != WHOLE, -r["share"] if r["budget"] == WHOLE else 0,
+                             r["budget"], -(r["delta"] if r["delta"] == r["delta"] else -9)))
+    harness.print_table(
+        f"Replayed pruner settings' choices ({args.orders} random orders of {args.trials} of the "
+        f"{len(curves)} configurations in {args.replay}; pruners and choices on training seed "
+        f"0's curves, worth = best {METRIC} at seed 1), against the unpruned whole order's "
+        "choice",
+        ["setting", "budget", "compute (of unpruned whole, median)", "mean Δ worth",
+         f"95 % interval ({args.bootstrap} resampled pools)", f"orders within ε = {args.epsilon}",
+         "orders with no choice"],
+        [[r["setting"], r["budget"], f"{100 * r['share']:.0f} %", f"{r['delta']:+.3f}",
+          r["delta_ci"], f"{r['within']}/{r['orders']}", f"{r['empty']}/{r['orders']}"]
+         for r in rows])
+    print(f"The unpruned whole order's choice is worth {statistics.mean(ref):.3f} at seed 1 (mean "
+          f"over orders); a configuration at random {statistics.mean(worth):.3f}, the best of "
+          f"all {max(worth):.3f}.")
+
+
 def merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Runs on different search seeds as one (their choices pooled); they must share the
     training seeds and ε, and no search seed may appear twice."""
@@ -222,6 +356,9 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.replay:
+        print_replay(args)
+        return
     if args.from_json:
         print_tables(merged([json.loads(Path(p).read_text())["results"] for p in args.from_json]))
         return

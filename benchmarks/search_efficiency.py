@@ -156,6 +156,9 @@ def parse_args() -> argparse.Namespace:
                    help="replay the unpruned curves of an earlier run's --json output through "
                         "pruner settings; run nothing")
     p.add_argument("--orders", type=int, default=200, help="random trial orders (--replay)")
+    p.add_argument("--replay-seed", type=int, default=0,
+                   help="--replay of a fidelity_ranking.py run: the training seed whose "
+                        "full-fidelity curves are replayed (with --trials and --target)")
     p.add_argument("--decide-on", default=None, choices=[METRIC, *SIGNALS],
                    help="the curves the replayed pruners see (default: those of --judge-on)")
     p.add_argument("--judge-on", default=METRIC, choices=[METRIC, *SIGNALS],
@@ -465,9 +468,10 @@ def _asha_setting(grace: int, rf: int) -> Any:
     return run
 
 
-def replay_settings() -> dict[str, Any]:
+def replay_settings(epochs: int = 15) -> dict[str, Any]:
     """Pruner settings to replay: Optuna's median, percentile, successive-halving and
-    Hyperband pruners and Tune's ASHA, first acting at student epochs 2–6."""
+    Hyperband pruners and Tune's ASHA, first acting at student epochs 2–6, and at 8 and 10
+    where a trial of ``epochs`` has room for a second rung after them."""
     import warnings
 
     import optuna
@@ -482,7 +486,7 @@ def replay_settings() -> dict[str, Any]:
                 lambda s=start, w=warm: pr.MedianPruner(n_startup_trials=s, n_warmup_steps=w))
         out[f"percentile 33, n_startup_trials {start}, n_warmup_steps 3"] = _optuna_setting(
             lambda s=start: pr.PercentilePruner(33.0, n_startup_trials=s, n_warmup_steps=3))
-    for low in (2, 3, 4, 5, 6):
+    for low in (2, 3, 4, 5, 6, *(m for m in (8, 10) if 2 * m <= epochs)):
         for rf in (2, 3):
             out[f"successive_halving min_resource {low}, reduction_factor {rf}"] = (
                 _optuna_setting(lambda m=low, r=rf: pr.SuccessiveHalvingPruner(
@@ -506,10 +510,7 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
 
     ``signals`` (one curve per ``pool`` curve, larger is better): what the pruners decide on,
     in place of the accuracy curves, which still decide what counts as a hit."""
-    import random
-
-    rng = random.Random(seed)
-    picks = [rng.sample(range(len(pool)), min(trials, len(pool))) for _ in range(orders)]
+    picks = random_orders(len(pool), trials, orders, seed)
     draws = [[pool[i] for i in pick] for pick in picks]
     decide_on = [[(signals or pool)[i] for i in pick] for pick in picks]
     base = [_first_hit(c, [len(x) for x in c], target) for c in draws]
@@ -548,6 +549,15 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
     return sorted(rows, key=lambda r: (r["per_hit"] != r["per_hit"], r["per_hit"]))
 
 
+def random_orders(pool: int, trials: int, orders: int, seed: int = 0) -> list[list[int]]:
+    """``orders`` searches of ``trials`` curves drawn from a pool of ``pool``, without
+    replacement while the pool lasts: the replay's stand-in for a sampler."""
+    import random
+
+    rng = random.Random(seed)
+    return [rng.sample(range(pool), min(trials, pool)) for _ in range(orders)]
+
+
 def late_curve(curve: list[float]) -> list[float]:
     """A trial's late-mean objective as a curve: NaN until its last epoch, then the value a run
     logs as ``student/val_acc_last5`` (``late_mean``). Cut short by pruning, it never hits."""
@@ -580,9 +590,30 @@ def _recorded(unpruned: list[dict[str, Any]], keep: list[tuple[dict[str, Any], i
     return [[sign * v for v in r["signals"][name][i]] for r, i in keep]
 
 
+def replay_pool(saved: dict[str, Any], args: argparse.Namespace
+                ) -> tuple[list[dict[str, Any]], int, float, str]:
+    """The unpruned curves to replay, the trials per order and the target: an earlier run's
+    unpruned searches with their own settings, or a ``fidelity_ranking.py`` run's full-fidelity
+    trainings at ``--replay-seed`` (configurations trained outside any search, so a longer
+    student stage can be replayed), with ``--trials`` and ``--target``."""
+    if saved.get("benchmark") != "fidelity_ranking":
+        return ([r for r in saved["results"]["searches"] if r["method"] == BASE],
+                saved["args"]["trials"], saved["args"]["target"], "unpruned curves")
+    from fidelity_ranking import FULL, curves_of
+
+    results = saved["results"]
+    if not any(r["fidelity"] == FULL and r["seed"] == args.replay_seed for r in results["runs"]):
+        raise SystemExit(f"{args.replay}: no full-fidelity runs at training seed "
+                         f"{args.replay_seed}")
+    search = {"curves": curves_of(results, FULL, args.replay_seed, METRIC),
+              "signals": {s: curves_of(results, FULL, args.replay_seed, s)
+                          for s in harness.VALIDATION_SIGNALS if s != METRIC}}
+    return [search], args.trials, args.target, f"seed-{args.replay_seed} full-fidelity curves"
+
+
 def print_replay(path: str, args: argparse.Namespace) -> None:
     saved = json.loads(Path(path).read_text())
-    unpruned = [r for r in saved["results"]["searches"] if r["method"] == BASE]
+    unpruned, trials, target, what = replay_pool(saved, args)
     keep = [(r, i) for r in unpruned for i, c in enumerate(r["curves"]) if c]
     args.decide_on = args.decide_on or args.judge_on
     pool = _recorded(unpruned, keep, args.judge_on, path)
@@ -593,12 +624,11 @@ def print_replay(path: str, args: argparse.Namespace) -> None:
         signals = signals or pool
         pool = [late_curve(c) for c in pool]
         judged = "mean of the last 5 epochs' " + args.judge_on
-    target = saved["args"]["target"]
-    rows = replay(pool, replay_settings(), target, saved["args"]["trials"], args.orders,
+    rows = replay(pool, replay_settings(min(map(len, pool))), target, trials, args.orders,
                   epsilon=args.epsilon, oracle_epoch=args.oracle_epoch, signals=signals)
     harness.print_table(
-        f"Pruner settings replayed on the {len(pool)} unpruned curves of {path} "
-        f"({args.orders} random orders of {saved['args']['trials']} trials, hits judged on "
+        f"Pruner settings replayed on the {len(pool)} {what} of {path} "
+        f"({args.orders} random orders of {trials} trials, hits judged on "
         f"{judged}, target {target}; unpruned best less ε = {args.epsilon}; pruners decide on "
         f"{args.decide_on}{' (negated)' if args.decide_on in LOWER_IS_BETTER else ''}), "
         "against no pruning",

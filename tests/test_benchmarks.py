@@ -428,6 +428,45 @@ def test_replay_judges_hits_on_another_recorded_signal(tmp_path, monkeypatch, ca
     none = next(line for line in out.splitlines() if line.startswith("| none "))
     assert " 0.700 |" in none and "| 3/3 " in none  # the mean best is p_true's: 0.7 reached
 
+def test_replay_of_a_fidelity_run_replays_one_training_seed_s_full_curves(
+    tmp_path, monkeypatch, capsys
+):
+    import search_efficiency as se
+
+    # seed 0: the first configuration reaches the target; seed 1: the second; low: never read
+    full0 = [[0.25] * 19 + [0.8], [0.25] * 20]
+    full1 = [[0.25] * 20, [0.25] * 19 + [0.9]]
+    run = tmp_path / "fidelity.json"
+    run.write_text(json.dumps({"benchmark": "fidelity_ranking",
+                               "results": _fidelity_results(full0, full1, [[0.99] * 20] * 2)}))
+    for seed, best in ((0, "0.800"), (1, "0.900")):
+        monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--replay", str(run),
+                                          "--replay-seed", str(seed), "--trials", "2",
+                                          "--target", "0.7", "--orders", "3"])
+        se.print_replay(str(run), se.parse_args())
+        out = capsys.readouterr().out
+        assert f"2 seed-{seed} full-fidelity curves" in out and "orders of 2 trials" in out
+        none = next(line for line in out.splitlines() if line.startswith("| none "))
+        assert f" {best} |" in none and "| 3/3 " in none
+        # 20-epoch curves leave room for rungs at 8 and 10 (a second rung after each)
+        assert "successive_halving min_resource 10, reduction_factor 2" in out
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--replay", str(run),
+                                      "--replay-seed", "2"])
+    with pytest.raises(SystemExit, match=r"fidelity\.json: no full-fidelity runs at training "
+                                         r"seed 2"):
+        se.print_replay(str(run), se.parse_args())
+
+
+def test_replay_settings_add_late_first_rungs_only_for_long_trials():
+    from search_efficiency import replay_settings
+
+    short, long_ = replay_settings(15), replay_settings(30)
+    assert not any("min_resource 8" in k or "grace_period 8" in k for k in short)
+    assert {"ASHA grace_period 8, reduction_factor 3",
+            "successive_halving min_resource 10, reduction_factor 2"} <= set(long_)
+    assert set(short) < set(long_)
+
+
 def _fidelity_results(full0, full1, low, seconds=(2.0, 1.0)):
     """Scripted runs: per configuration, a validation-accuracy curve per fidelity and seed."""
     def run(i, fidelity, seed, curve, s):
@@ -513,6 +552,70 @@ def test_pruned_choice_takes_the_best_completed_trial_that_ended_within_the_budg
     assert chosen_at(curves, complete, values, math.inf) == (3, 45)
     assert chosen_at(curves, complete, values, 10) == (None, 0)
     assert chosen_at(curves, complete, [0.5, 0.9, 0.5, 0.2], math.inf) == (0, 45)  # tie: earlier
+
+
+def test_replayed_choices_are_worth_what_the_other_seed_says():
+    from pruned_choice import WHOLE, replay_choices
+    from search_efficiency import random_orders
+
+    curves = [[0.1, 0.5], [0.2, 0.9], [0.3, 0.6]]  # seed 0: configuration 1 looks best
+    worth = [0.7, 0.4, 0.6]  # seed 1: it is the worst
+    settings = {"none": lambda cs: [len(c) for c in cs],
+                # stops configuration 1 after its first epoch, wherever it comes in the order
+                "cut 1": lambda cs: [1 if c[1] == 0.9 else len(c) for c in cs],
+                "cut all": lambda cs: [1] * len(cs)}
+    rows = {(r["setting"], r["budget"]): r for r in replay_choices(
+        curves, worth, settings, trials=3, orders=4, budgets=[0.5], epsilon=0.05)}
+    assert rows["none", WHOLE]["delta"] == 0.0 and rows["none", WHOLE]["share"] == 1.0
+    # without configuration 1 the choice is configuration 2 (0.6 at seed 0): worth 0.6 − 0.4
+    assert rows["cut 1", WHOLE]["delta"] == pytest.approx(0.2)
+    assert rows["cut 1", WHOLE]["within"] == 4
+    # half the unpruned compute (3 of 6 epochs) holds one whole trial: the order's first
+    first = [worth[pick[0]] - 0.4 for pick in random_orders(3, 3, 4)]
+    assert rows["none", "50 %"]["delta"] == pytest.approx(sum(first) / 4)
+    assert rows["none", "50 %"]["within"] == sum(d >= -0.05 for d in first)
+    assert rows["cut all", WHOLE]["empty"] == 4  # nothing trained to its end: no choice
+    assert math.isnan(rows["cut all", WHOLE]["delta"])
+
+
+def test_replayed_choices_interval_comes_from_resampled_configurations():
+    from pruned_choice import WHOLE, bootstrap_choices, replay_choices
+
+    curves = [[0.1 * k, 0.1 * k + (0.3 if k == 2 else 0.0)] for k in range(6)]
+    settings = {"none": lambda cs: [len(c) for c in cs],
+                "first only": lambda cs: [len(cs[0])] + [1] * (len(cs) - 1)}
+    same = bootstrap_choices(curves, [0.5] * 6, settings, 4, 10, [0.5], 0.02, draws=30)
+    assert same["first only", WHOLE] == (0.0, 0.0)  # equal worth: every choice is as good
+    worth = [0.1, 0.2, 0.0, 0.4, 0.5, 0.6]  # the lucky configuration 2 is worth least
+    ci = bootstrap_choices(curves, worth, settings, 4, 10, [0.5], 0.02, draws=60)
+    mean = next(r["delta"] for r in replay_choices(curves, worth, settings, 4, 10, [0.5], 0.02)
+                if r["setting"] == "first only" and r["budget"] == WHOLE)
+    low, high = ci["first only", WHOLE]
+    assert low < mean < high and low < 0 < high  # the first trial may or may not beat the pick
+    assert ci["none", WHOLE] == (0.0, 0.0)
+
+
+def test_pruned_choice_replay_of_a_fidelity_run_prints_the_settings_choices(tmp_path):
+    run = tmp_path / "fidelity.json"
+    run.write_text(json.dumps({"benchmark": "fidelity_ranking", "results": _fidelity_results(
+        [[0.25] * 14 + [0.3 + k / 50] for k in range(6)],
+        [[0.25] * 14 + [0.5 - k / 50] for k in range(6)], [[0.2] * 15] * 6)}))
+    cmd = [sys.executable, str(BENCH / "pruned_choice.py"), "--replay", str(run),
+           "--trials", "4", "--orders", "3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    none = next(line for line in done.stdout.splitlines()
+                if line.startswith("| none ") and "whole search" in line)
+    assert "+0.000" in none and "| 3/3 " in none
+    cmd[3] = str(tmp_path / "nothing.json")
+    (tmp_path / "nothing.json").write_text(json.dumps({"benchmark": "search_efficiency"}))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0 and "nothing.json: not a fidelity_ranking.py output" in done.stderr
+    cmd[3] = str(run)
+    done = subprocess.run([*cmd, "--setting", "ASHA grace_period 99, reduction_factor 2"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0
+    assert "--setting: no replayed setting 'ASHA grace_period 99" in done.stderr
 
 
 def test_pruned_choice_pairs_each_choice_with_the_unpruned_whole_search_s_by_seed():
