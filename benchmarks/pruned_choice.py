@@ -32,8 +32,10 @@ settings at once: a ``fidelity_ranking.py`` run holds each configuration's curve
 seeds 0 and 1; random orders of ``--trials`` of them are put through the settings of
 ``search_efficiency.py --replay`` deciding on seed 0's curves, each order's choice at each
 budget is read as above (only trials that trained to their end are chosen), and what it is
-worth is its objective at seed 1. Orders drawn from one pool are not independent searches, so
-no interval is printed: the replay ranks settings, the retrained searches above judge them.
+worth is its objective at seed 1. Orders drawn from one pool are not independent searches:
+``--bootstrap B`` gives each mean difference a percentile interval over B pools of the
+configurations resampled with replacement (what the pool's finite size leaves open; the
+sampler's adaptation is not in it).
 
     python benchmarks/pruned_choice.py --replay runs/bench/fidelity_ranking_main.json --trials 20
 """
@@ -209,8 +211,8 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
     the pruners see and the values a choice is made on, ``worth`` the same configurations'
     objectives at another training seed. Per setting and budget (a share of the order's
     unpruned whole compute, and the whole search): the median compute used, the mean of the
-    choice's worth less the unpruned whole order's choice's (Δ), and the orders within ε
-    (Δ ≥ −ε) or with no choice at all."""
+    choice's worth less the unpruned whole order's choice's (Δ), the choice's mean worth, and
+    the orders within ε (Δ ≥ −ε) or with no choice at all."""
     from search_efficiency import random_orders
 
     picks = random_orders(len(curves), trials, orders, seed)
@@ -224,7 +226,7 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
     for name, run in settings.items():
         spent = [run([curves[i] for i in pick]) for pick in picks]
         for share in [*budgets, math.inf]:
-            used, deltas, empty = [], [], 0
+            used, deltas, worths, empty = [], [], [], 0
             for pick, n, ref in zip(picks, spent, refs):
                 cut = [curves[i][:k] for i, k in zip(pick, n)]
                 whole = sum(len(curves[i]) for i in pick)
@@ -235,11 +237,13 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
                 if trial is None:
                     empty += 1
                 else:
-                    deltas.append(worth[pick[trial]] - ref)
+                    worths.append(worth[pick[trial]])
+                    deltas.append(worths[-1] - ref)
             out.append({"setting": name,
                         "budget": WHOLE if share == math.inf else f"{100 * share:.0f} %",
                         "share": statistics.median(used),
                         "delta": statistics.mean(deltas) if deltas else math.nan,
+                        "worth": statistics.mean(worths) if worths else math.nan,
                         "within": sum(d >= -epsilon for d in deltas), "empty": empty,
                         "orders": len(picks)})
     return out
@@ -270,7 +274,7 @@ def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: d
 
 def print_replay(args: argparse.Namespace) -> None:
     from fidelity_ranking import FULL, curves_of
-    from search_efficiency import METRIC, random_orders, replay_settings
+    from search_efficiency import METRIC, replay_settings
 
     saved = json.loads(Path(args.replay).read_text())
     if saved.get("benchmark") != "fidelity_ranking":
@@ -293,25 +297,22 @@ def print_replay(args: argparse.Namespace) -> None:
     for r in rows:
         low, high = ci.get((r["setting"], r["budget"]), (math.nan, math.nan))
         r["delta_ci"] = "-" if low != low else f"[{low:+.3f}, {high:+.3f}]"
-    ref = []  # what the unpruned whole order's choice is worth, against a random configuration
-    for pick in random_orders(len(curves), args.trials, args.orders):
-        trial, _ = chosen_at([curves[i] for i in pick], [True] * len(pick),
-                             [harness.best_of_curve(curves[i]) for i in pick], math.inf)
-        ref.append(worth[pick[trial]])
-    rows.sort(key=lambda r: (r["budget"] != WHOLE, -r["share"] if r["budget"] == WHOLE else 0,
-                             r["budget"], -(r["delta"] if r["delta"] == r["delta"] else -9)))
+    ref = next(r["worth"] for r in rows if r["setting"] == "none" and r["budget"] == WHOLE)
+    order = [WHOLE, *(f"{100 * b:.0f} %" for b in args.budgets)]
+    rows.sort(key=lambda r: (order.index(r["budget"]),
+                             -r["delta"] if r["delta"] == r["delta"] else math.inf))
     harness.print_table(
         f"Replayed pruner settings' choices ({args.orders} random orders of {args.trials} of the "
         f"{len(curves)} configurations in {args.replay}; pruners and choices on training seed "
         f"0's curves, worth = best {METRIC} at seed 1), against the unpruned whole order's "
         "choice",
         ["setting", "budget", "compute (of unpruned whole, median)", "mean Δ worth",
-         f"95 % interval ({args.bootstrap} resampled pools)", f"orders within ε = {args.epsilon}",
-         "orders with no choice"],
+         *([f"95 % interval ({args.bootstrap} resampled pools)"] if args.bootstrap else []),
+         f"orders within ε = {args.epsilon}", "orders with no choice"],
         [[r["setting"], r["budget"], f"{100 * r['share']:.0f} %", f"{r['delta']:+.3f}",
-          r["delta_ci"], f"{r['within']}/{r['orders']}", f"{r['empty']}/{r['orders']}"]
-         for r in rows])
-    print(f"The unpruned whole order's choice is worth {statistics.mean(ref):.3f} at seed 1 (mean "
+          *([r["delta_ci"]] if args.bootstrap else []), f"{r['within']}/{r['orders']}",
+          f"{r['empty']}/{r['orders']}"] for r in rows])
+    print(f"The unpruned whole order's choice is worth {ref:.3f} at seed 1 (mean "
           f"over orders); a configuration at random {statistics.mean(worth):.3f}, the best of "
           f"all {max(worth):.3f}.")
 
