@@ -175,7 +175,6 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     acc = "student/val_acc"
     reference = [harness.best_of_curve(c) for c in curves_of(results, FULL, REFERENCE_SEED, acc)]
-    full_s = _median_epoch_s(results, FULL)
     full_epochs = len(curves_of(results, FULL, OTHER_SEED, acc)[0])
     out = []
 
@@ -196,8 +195,16 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         if fidelity == FULL:
             continue
         values = [harness.best_of_curve(c) for c in curves_of(results, fidelity, OTHER_SEED, acc)]
-        add(f"objective at {fidelity}", values, _median_epoch_s(results, fidelity) / full_s)
+        add(f"objective at {fidelity}", values,
+            _student_seconds(results, fidelity) / _student_seconds(results, FULL))
     return out
+
+
+def _student_seconds(results: dict[str, Any], fidelity: str) -> float:
+    """A training's student stage at ``fidelity``: its median epoch's seconds times its epochs
+    (a fidelity may change the epochs, ``student.epochs=…``, as well as an epoch's cost)."""
+    epochs = len(curves_of(results, fidelity, OTHER_SEED, "student/val_acc")[0])
+    return _median_epoch_s(results, fidelity) * epochs
 
 
 def candidate_objectives() -> dict[str, Any]:

@@ -498,6 +498,9 @@ def test_fidelity_ranking_judges_every_signal_against_the_other_seed_s_objective
     # objectives 0.4 0.3 0.5 0.6 0.7: ranks 2 1 3 4 5, d = 1 -1 0 0 0: 1 - 6*2 / (5*24) = 0.9
     assert cheap["rho"] == pytest.approx(0.9)
     assert cheap["cost"] == pytest.approx(0.5)  # 1 s student epochs against 2 s
+    # a fidelity with fewer epochs costs its epochs too: 2 of 3 epochs at half the seconds
+    short = {r["signal"]: r for r in rows(_fidelity_results(full0, full1, [c[:2] for c in low]))}
+    assert short["objective at student.segments=2"]["cost"] == pytest.approx(1 / 3)
 
 
 def test_fidelity_ranking_reproducibility_of_each_candidate_objective_across_seeds():
