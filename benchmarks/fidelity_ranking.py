@@ -70,6 +70,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="more overrides for every training")
     p.add_argument("--from-json", metavar="PATH", help="print an earlier run's tables")
+    p.add_argument("--against", metavar="PATH",
+                   help="with --from-json: another run of the same configurations; prints how "
+                        "much more reproducible each candidate objective is in --from-json's")
     args = p.parse_args()
     if args.low is None:
         args.low = ["student.segments=1"] if args.quick else DEFAULT_LOW
@@ -227,19 +230,40 @@ def candidate_objectives() -> dict[str, Any]:
     }
 
 
+def _objectives_by_seed(results: dict[str, Any], of: Any) -> tuple[list[float], list[float]]:
+    """One candidate objective of every configuration's full runs, at the two seeds."""
+    runs = {(r["config"], r["seed"]): {"metrics": {}, **r} for r in results["runs"]
+            if r["fidelity"] == FULL}
+    configs = range(len(results["configs"]))
+    return ([of(runs[i, OTHER_SEED]) for i in configs],
+            [of(runs[i, REFERENCE_SEED]) for i in configs])
+
+
 def reproducibility(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per candidate objective, ρ between the two training seeds' full runs: how much of its
     spread over configurations is the configuration rather than the seed."""
     from sakdn.stats import spearman
 
-    runs = {(r["config"], r["seed"]): {"metrics": {}, **r} for r in results["runs"]
-            if r["fidelity"] == FULL}
-    configs = range(len(results["configs"]))
     out = []
     for name, of in candidate_objectives().items():
-        rho = spearman([of(runs[i, OTHER_SEED]) for i in configs],
-                       [of(runs[i, REFERENCE_SEED]) for i in configs])
+        rho = spearman(*_objectives_by_seed(results, of))
         out.append({"objective": name, "rho": rho.rho, "low": rho.low, "high": rho.high})
+    return out
+
+
+def reproducibility_change(results: dict[str, Any], against: dict[str, Any],
+                           draws: int = 2000) -> list[dict[str, Any]]:
+    """Per candidate objective, how much more reproducible it is in ``results`` than in
+    ``against`` (two runs of the same configurations, e.g. a longer student stage against the
+    main job's): ρ₁ − ρ₂ with a paired bootstrap interval over the configurations."""
+    from sakdn.stats import spearman_difference
+
+    out = []
+    for name, of in candidate_objectives().items():
+        d = spearman_difference(*_objectives_by_seed(results, of),
+                                *_objectives_by_seed(against, of), draws=draws)
+        out.append({"objective": name, "difference": d.difference, "low": d.low,
+                    "high": d.high, "n": d.n})
     return out
 
 
@@ -278,12 +302,37 @@ def print_tables(results: dict[str, Any]) -> None:
     print(f"wall: {results['wall_s']:.0f} s")
 
 
+def print_change(results: dict[str, Any], against: dict[str, Any],
+                 args: argparse.Namespace) -> None:
+    if results["configs"] != against["configs"]:
+        raise SystemExit(f"--against: {args.against} trained other configurations than "
+                         f"{args.from_json}; ρ can only be compared over the same ones")
+    harness.print_table(
+        f"Each candidate objective's seed-to-seed ρ in {args.from_json} less that in "
+        f"{args.against} (the same {len(results['configs'])} configurations), paired bootstrap "
+        "95 % interval over the configurations",
+        ["objective", "ρ difference", "95 % interval"],
+        [[r["objective"], _signed(r["difference"]), f"[{_signed(r['low'])}, {_signed(r['high'])}]"]
+         for r in reproducibility_change(results, against)])
+    from sakdn.stats import paired
+
+    main_job = next(iter(candidate_objectives().values()))
+    mine, theirs = (_objectives_by_seed(r, main_job) for r in (results, against))
+    level = paired([(a + b) / 2 for a, b in zip(*mine)], [(a + b) / 2 for a, b in zip(*theirs)])
+    print(f"The objective itself (best student/val_acc, mean of the two seeds) moves by "
+          f"{level.mean:+.3f} [{level.ci_low:+.3f}, {level.ci_high:+.3f}] (paired over the "
+          f"configurations, t interval).")
+
+
 def main() -> None:
     args = parse_args()
     if args.from_json:
         import json
 
-        print_tables(json.loads(Path(args.from_json).read_text())["results"])
+        results = json.loads(Path(args.from_json).read_text())["results"]
+        print_tables(results)
+        if args.against:
+            print_change(results, json.loads(Path(args.against).read_text())["results"], args)
         return
     results = run(args)
     print_tables(results)

@@ -19,7 +19,9 @@ when d̄ > F and its interval excludes 0, ``below`` when d̄ < −F and its inte
 Rank agreement between two measures of the same items (a cheap signal and the objective, two
 training seeds' objectives): Spearman's ρ with its 95 % interval from Fisher's z = atanh ρ and
 Bonett & Wright's variance for ρ, (1 + ρ²/2) / (n − 3): z ± z_{0.975} · √that, mapped back by
-tanh.
+tanh. Two such agreements over the same items (one measure at two fidelities, each against
+its own other seed) are compared by their difference ρ₁ − ρ₂ with a paired percentile
+bootstrap: items resampled with replacement, both ρ recomputed on each resample.
 """
 
 from __future__ import annotations
@@ -124,3 +126,39 @@ def spearman(a: Sequence[float], b: Sequence[float],
     z = math.atanh(min(max(rho, -1 + 1e-12), 1 - 1e-12))
     half = float(stats.norm.ppf((1 + confidence) / 2)) * math.sqrt((1 + rho**2 / 2) / (n - 3))
     return RankAgreement(n, rho, math.tanh(z - half), math.tanh(z + half))
+
+
+@dataclass(frozen=True)
+class RankDifference:
+    """ρ₁ − ρ₂ of two rank agreements over the same n items, with a bootstrap interval."""
+
+    n: int
+    difference: float
+    low: float
+    high: float
+
+
+def spearman_difference(a1: Sequence[float], b1: Sequence[float], a2: Sequence[float],
+                        b2: Sequence[float], draws: int = 2000, seed: int = 0,
+                        confidence: float = CONFIDENCE) -> RankDifference:
+    """ρ(a1, b1) − ρ(a2, b2) over the same items, with a paired percentile bootstrap interval
+    (items resampled together; a resample on which either ρ is undefined is left out). Items
+    with a NaN in any of the four are left out first."""
+    x = np.asarray([a1, b1, a2, b2], dtype=float)
+    if x.ndim != 2:
+        raise ValueError("four equally long 1-D sequences are needed")
+    x = x[:, ~np.isnan(x).any(axis=0)]
+    n = x.shape[1]
+    diff = spearman(x[0], x[1]).rho - spearman(x[2], x[3]).rho
+    if n < 4 or diff != diff:
+        return RankDifference(n, diff, float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(draws):
+        i = rng.integers(0, n, n)
+        d = spearman(x[0, i], x[1, i]).rho - spearman(x[2, i], x[3, i]).rho
+        if d == d:
+            samples.append(d)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return RankDifference(n, diff, float(low), float(high))

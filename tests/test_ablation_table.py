@@ -170,3 +170,20 @@ def test_a_table_of_an_interrupted_ablation_shows_what_finished():
     assert rows["control"].comparison.n == 2
     empty = ablation.table({}, ["CE only", "control"])
     assert empty.seeds == [] and "no paired runs" in ablation.to_text(empty)
+
+
+def test_spearman_difference_is_paired_over_the_same_items():
+    from sakdn import stats
+
+    a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    same = stats.spearman_difference(a, a, a, a, draws=200)
+    assert same.difference == 0.0 and same.low == 0.0 and same.high == 0.0
+    flipped = stats.spearman_difference(a, a, a, a[::-1], draws=200)
+    assert flipped.difference == pytest.approx(2.0)  # ρ = 1 against ρ = −1 on every resample
+    assert flipped.low == pytest.approx(2.0) and flipped.high == pytest.approx(2.0)
+    noisy = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0, 8.0, 7.0]  # ρ = 1 − 6·8/(8·63) = 0.905
+    d = stats.spearman_difference(a, a, a, noisy, draws=500)
+    assert d.difference == pytest.approx(48 / 504)  # 1 − 0.905
+    assert 0.0 <= d.low <= d.difference <= d.high
+    nan = stats.spearman_difference([*a, float("nan")], [*a, 1.0], [*a, 2.0], [*noisy, 3.0])
+    assert nan.n == 8 and nan.difference == pytest.approx(d.difference)

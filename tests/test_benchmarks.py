@@ -517,6 +517,33 @@ def test_fidelity_ranking_reproducibility_of_each_candidate_objective_across_see
     assert math.isnan(out["mean student/val_acc of the last 5 epochs"])
 
 
+def test_fidelity_ranking_compares_two_runs_of_the_same_configurations(tmp_path):
+    from fidelity_ranking import reproducibility_change
+
+    ups = [[0.1, 0.2 + k / 10] for k in range(6)]
+    agree = _fidelity_results(ups, ups, ups)  # the two seeds rank alike: ρ = 1
+    reverse = _fidelity_results(ups, ups[::-1], ups)  # they rank backwards: ρ = −1
+    rows = {r["objective"].split(" (")[0]: r for r in reproducibility_change(agree, reverse, 200)}
+    best = rows["best student/val_acc"]
+    assert best["difference"] == pytest.approx(2.0) and best["low"] == pytest.approx(2.0)
+    assert math.isnan(rows["student/test_acc of the kept model"]["difference"])  # not recorded
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"results": agree}))
+    b.write_text(json.dumps({"results": reverse}))
+    cmd = [sys.executable, str(BENCH / "fidelity_ranking.py"), "--from-json", str(a),
+           "--against", str(b)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    *_, row = (x for x in done.stdout.splitlines()  # the change table comes last
+               if x.startswith("| best student/val_acc (the main job's)"))
+    assert [c.strip() for c in row.strip("|").split("|")][1:] == ["+2.00", "[+2.00, +2.00]"]
+    # the objective's level, paired over configurations: the same values, other pairs
+    assert "moves by +0.000 [" in done.stdout
+    b.write_text(json.dumps({"results": {**reverse, "configs": [{"student.lr": 0.1}] * 6}}))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode != 0 and "trained other configurations than" in done.stderr
+
+
 def test_fidelity_ranking_quick_trains_every_configuration_at_each_fidelity_and_seed(tmp_path):
     # a --set value may hold commas, as sakdn's own --set allows
     out = run_script("fidelity_ranking", tmp_path, "--quick",
