@@ -304,6 +304,8 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def print_change(results: dict[str, Any], against: dict[str, Any],
                  args: argparse.Namespace) -> None:
+    from sakdn.stats import paired
+
     if results["configs"] != against["configs"]:
         raise SystemExit(f"--against: {args.against} trained other configurations than "
                          f"{args.from_json}; ρ can only be compared over the same ones")
@@ -314,8 +316,6 @@ def print_change(results: dict[str, Any], against: dict[str, Any],
         ["objective", "ρ difference", "95 % interval"],
         [[r["objective"], _signed(r["difference"]), f"[{_signed(r['low'])}, {_signed(r['high'])}]"]
          for r in reproducibility_change(results, against)])
-    from sakdn.stats import paired
-
     main_job = next(iter(candidate_objectives().values()))
     mine, theirs = (_objectives_by_seed(r, main_job) for r in (results, against))
     level = paired([(a + b) / 2 for a, b in zip(*mine)], [(a + b) / 2 for a, b in zip(*theirs)])

@@ -144,9 +144,10 @@ def spearman_difference(a1: Sequence[float], b1: Sequence[float], a2: Sequence[f
     """ρ(a1, b1) − ρ(a2, b2) over the same items, with a paired percentile bootstrap interval
     (items resampled together; a resample on which either ρ is undefined is left out). Items
     with a NaN in any of the four are left out first."""
+    if len({len(a1), len(b1), len(a2), len(b2)}) != 1:
+        raise ValueError("four equally long sequences are needed, got lengths "
+                         f"{len(a1)}, {len(b1)}, {len(a2)} and {len(b2)}")
     x = np.asarray([a1, b1, a2, b2], dtype=float)
-    if x.ndim != 2:
-        raise ValueError("four equally long 1-D sequences are needed")
     x = x[:, ~np.isnan(x).any(axis=0)]
     n = x.shape[1]
     diff = spearman(x[0], x[1]).rho - spearman(x[2], x[3]).rho
@@ -159,6 +160,8 @@ def spearman_difference(a1: Sequence[float], b1: Sequence[float], a2: Sequence[f
         d = spearman(x[0, i], x[1, i]).rho - spearman(x[2, i], x[3, i]).rho
         if d == d:
             samples.append(d)
+    if not samples:
+        return RankDifference(n, diff, float("nan"), float("nan"))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return RankDifference(n, diff, float(low), float(high))

@@ -187,3 +187,5 @@ def test_spearman_difference_is_paired_over_the_same_items():
     assert 0.0 <= d.low <= d.difference <= d.high
     nan = stats.spearman_difference([*a, float("nan")], [*a, 1.0], [*a, 2.0], [*noisy, 3.0])
     assert nan.n == 8 and nan.difference == pytest.approx(d.difference)
+    with pytest.raises(ValueError, match="four equally long sequences"):
+        stats.spearman_difference(a, a, a, a[:-1])
