@@ -428,6 +428,7 @@ def test_replay_judges_hits_on_another_recorded_signal(tmp_path, monkeypatch, ca
     none = next(line for line in out.splitlines() if line.startswith("| none "))
     assert " 0.700 |" in none and "| 3/3 " in none  # the mean best is p_true's: 0.7 reached
 
+
 def test_replay_of_a_fidelity_run_replays_one_training_seed_s_full_curves(
     tmp_path, monkeypatch, capsys
 ):
