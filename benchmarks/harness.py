@@ -240,6 +240,8 @@ def train_run(job: dict[str, Any]) -> dict[str, Any]:
     curves: dict[str, list[float]] = {s: [] for s in VALIDATION_SIGNALS}
 
     def record(report) -> None:
+        if report.replayed:  # resumed: the checkpoint's epochs were timed by the first attempt
+            return
         stamps.append(time.perf_counter())
         if report.stage == "student":
             for s in VALIDATION_SIGNALS:

@@ -183,6 +183,8 @@ def cmd_train(args) -> int:
     prepare_weights(config, download=True)  # first use with network: into torch's cache
 
     def show(report: EpochReport) -> None:
+        if report.replayed:  # trained before the resume; the log said where it resumes from
+            return
         keys = [k for k in report.metrics if k.endswith(EPOCH_LINE_KEYS)]
         text = "  ".join(f"{k.split('/')[-1]}={report.metrics[k]:.4f}" for k in keys)
         print(f"[{report.stage} {report.epoch:3d}] {text}", flush=True)

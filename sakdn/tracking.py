@@ -337,8 +337,9 @@ class RunBuffer:
     never raises: the queue waits, the next attempt comes after an exponential backoff
     (``base``·2ⁿ seconds, at most ``cap``), and ``flush(wait_s)`` blocks up to ``wait_s``
     seconds for the store to come back. A new ``RunBuffer`` on the same spool (a retried
-    trial, or the driver after the trial ended) picks the queue up; metrics at steps the
-    spool already saw are not sent twice.
+    trial, or the driver after the trial ended) picks the queue up; a metric at a step the
+    spool already saw for that metric is not sent twice (per metric: a run's stages and folds
+    each count their epochs from 1).
 
     The run itself may be unknown at first: ``resolve`` (find-or-create) is called on the
     first send and its run id is kept in the spool.
@@ -371,8 +372,9 @@ class RunBuffer:
         self._send_every_s = send_every_s
         self._last_send = -math.inf
         self._ops: list[dict[str, Any]] = []
-        self._high_step = -math.inf  # the largest metric step queued so far (any attempt)
-        self._replay_until = -math.inf  # steps up to here were queued by an earlier attempt
+        self._high: dict[str, int] = {}  # per metric, the largest step queued (any attempt)
+        self._replayed: dict[str, int] = {}  # per metric, steps an earlier attempt queued
+        self._replayed_all = -math.inf  # an older spool's one step for every metric
         self._warned = False
         self.run_id = run_id
         if self._spool and self._spool.exists():
@@ -391,13 +393,13 @@ class RunBuffer:
         self._queue({"op": "tags", "items": {k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items()}})
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        if step <= self._replay_until:
-            return  # this step was logged by an earlier attempt of the same trial
-        values = numeric_metrics(metrics)
+        values = {k: v for k, v in numeric_metrics(metrics).items()
+                  if step > self._replayed.get(k, self._replayed_all)}  # else logged before
         if not values:
             return
         ts = int(time.time() * 1000)
-        self._high_step = max(self._high_step, step)
+        for key in values:
+            self._high[key] = max(self._high.get(key, int(step)), int(step))
         self._queue({"op": "metrics", "step": int(step), "time": ts, "items": values})
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
@@ -499,8 +501,9 @@ class RunBuffer:
     def _save(self) -> None:
         if self._spool is None:
             return
-        state = {"run_id": self.run_id, "high_step": _finite_or_none(self._high_step),
-                 "ops": self._ops}
+        state = {"run_id": self.run_id, "high_steps": self._high, "ops": self._ops}
+        if self._replayed_all > -math.inf:  # an older spool's bound still holds for its keys
+            state["high_step"] = self._replayed_all
         self._spool.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._spool.with_name(self._spool.name + ".tmp")
         tmp.write_text(json.dumps(state))
@@ -514,17 +517,15 @@ class RunBuffer:
             return
         self.run_id = self.run_id or state.get("run_id")
         self._ops = list(state.get("ops", []))
-        high = state.get("high_step")
+        self._high = {k: int(v) for k, v in (state.get("high_steps") or {}).items()}
+        self._replayed = dict(self._high)
+        high = state.get("high_step")  # written before steps were kept per metric
         if high is not None:
-            self._high_step = self._replay_until = float(high)
+            self._replayed_all = float(high)
 
 
 def _metrics(ops: list[dict[str, Any]]) -> list[Metric]:
     return [Metric(k, v, op["time"], op["step"]) for op in ops for k, v in op["items"].items()]
-
-
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _describe(op: dict[str, Any] | None) -> str:

@@ -117,6 +117,34 @@ def test_a_new_buffer_on_the_spool_sends_what_the_old_one_kept(tmp_path: Path) -
     assert json.loads(spool.read_text())["ops"] == []
 
 
+def test_a_resumed_buffer_skips_each_metric_s_own_logged_steps(tmp_path: Path) -> None:
+    client = FakeClient()
+    spool = tmp_path / "spool.json"
+    first = _buffer(client, Clock(), spool=spool)
+    for epoch in range(1, 9):  # eight teacher epochs, then three student epochs: killed
+        first.log_metrics({"teacher/loss": 1.0 / epoch}, step=epoch)
+    for epoch in range(1, 4):
+        first.log_metrics({"student/loss": 2.0 / epoch}, step=epoch)
+    second = _buffer(client, Clock(), spool=spool)
+    # the resumed attempt tells the checkpoint's epochs again, then trains student epoch 4 on:
+    # the teacher's step 8 does not hide student epochs 4–8, nor do they repeat epochs 1–3
+    for epoch in range(1, 9):
+        second.log_metrics({"teacher/loss": 1.0 / epoch}, step=epoch)
+    for epoch in range(1, 9):
+        second.log_metrics({"student/loss": 2.0 / epoch}, step=epoch)
+    sent = [(k, s) for k, _, s, _ in client.metrics]
+    assert sorted(s for k, s in sent if k == "teacher/loss") == list(range(1, 9))
+    assert sorted(s for k, s in sent if k == "student/loss") == list(range(1, 9))
+    # a spool of an older version kept one step for every metric: still honoured
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"run_id": "r1", "high_step": 3, "ops": []}))
+    third = _buffer(FakeClient(), Clock(), spool=old)
+    third.log_metrics({"student/loss": 0.5}, step=3)
+    third.log_metrics({"student/loss": 0.4}, step=4)
+    assert third._mlflow.metrics[0][2] == 4 and len(third._mlflow.metrics) == 1
+    assert json.loads(old.read_text())["high_step"] == 3
+
+
 def test_a_refused_record_is_dropped_and_the_rest_goes_through() -> None:
     client, clock = FakeClient(), Clock()
     client.refuse_params = True

@@ -301,6 +301,8 @@ class _Reporter:
             result[Result.PRUNE_STEP] = report.epoch
         self.tracker.log_metrics({prefix + k: v for k, v in report.metrics.items()},
                                  step=report.epoch)
+        if report.replayed:  # MLflow takes what the spool lacks; Tune had it or restores past it
+            return
         self.last, self.last_metrics = result, dict(report.metrics)
         if report.checkpoint_dir is not None:
             self.last_checkpoint = Path(report.checkpoint_dir)

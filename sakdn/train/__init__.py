@@ -90,6 +90,9 @@ def train(
     run = _Run(config, bundle, ctx, workdir, callback or _noop,
                list(resume.history) if resume else [],
                TeacherStore(teacher_store) if teacher_store else None)
+    for record in run.history:  # resumed: what the checkpoint holds, for a callback that lost it
+        run.callback(EpochReport(record["stage"], record["epoch"], record["step"],
+                                 record["metrics"], replayed=True))
 
     teachers = _teacher_stage(run, resume)
     outputs = None  # the store's outputs of this teacher set (reused by every trial that hits it)

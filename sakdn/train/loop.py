@@ -24,6 +24,12 @@ class EpochReport:
 
     ``step`` grows by one per epoch across both stages (teacher epochs first), so a search
     sees one monotone series; ``checkpoint_dir`` holds the state to resume from.
+
+    ``replayed``: an epoch an earlier attempt of this run trained, told again when the run
+    resumes from its checkpoint. The checkpoint is written before the callback runs, so an
+    attempt killed in between left an epoch its callback never recorded; a callback that
+    keeps records (MLflow) takes what it lacks from the replay, one that reports progress
+    (Tune) ignores it.
     """
 
     stage: str
@@ -33,6 +39,7 @@ class EpochReport:
     checkpoint_dir: Path | None = None
     done: bool = False  # the run's last epoch
     stage_end: bool = False  # the stage's last epoch
+    replayed: bool = False  # from the resumed checkpoint's history, not trained now
 
 
 Callback = Callable[[EpochReport], None]

@@ -235,10 +235,54 @@ def test_a_trial_stopped_by_tune_sends_its_waiting_records(tmp_path, monkeypatch
     tracker = Tracker()
     reporter = tb._Reporter(tracker, _setup({}, tmp_path))
 
-    class Report:
-        stage, epoch, step, metrics = "student", 2, 7, {"a": 1.0}
-        checkpoint_dir, done, stage_end = None, False, False
+    from sakdn.train import EpochReport
 
     with pytest.raises(SystemExit):
-        reporter(Report())
+        reporter(EpochReport("student", 2, 7, {"a": 1.0}))
     assert tracker.calls == ["log 2", "flush"]  # MLflow steps count the stage's epochs
+    # an epoch told again by a resumed run goes to MLflow only: Tune is not called
+    reporter(EpochReport("student", 1, 6, {"a": 0.5}, replayed=True))
+    assert tracker.calls == ["log 2", "flush", "log 1"]
+
+
+def test_an_attempt_killed_between_checkpoint_and_record_loses_no_epoch(
+    base, tmp_path, monkeypatch
+) -> None:
+    """``train`` writes an epoch's checkpoint, then calls back: an attempt that dies between the
+    two leaves a checkpoint newer than its MLflow records. The retry resumes past that epoch
+    and must still log it, once, and must not take the teacher's steps for student ones."""
+    from mlflow import MlflowClient
+
+    from sakdn import tracking as tr
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = tr.ensure_experiment(client, "killed", str(tmp_path / "artifacts"))
+    parent, _ = tr.open_parent(client, exp, "s", {}, {})
+    flat = {**base, "teacher.epochs": 3, "student.epochs": 4}
+    setup = _setup(flat, tmp_path, tracking=tr.SearchTracking(uri, exp, parent, "s"),
+                   send_every_s=0.0)
+    tb.write_ticket(setup.search_dir, "abc_00001", 0)
+    logged = tb._Reporter.__call__
+
+    def dies_at_student_epoch_2(self, report):
+        if (report.stage, report.epoch) == ("student", 2):
+            raise RuntimeError("killed")  # its checkpoint is written, its record is not
+        logged(self, report)
+
+    FakeTune(tmp_path / "tune1").install(monkeypatch)
+    monkeypatch.setattr(tb._Reporter, "__call__", dies_at_student_epoch_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        tb.run_trial({"student.lr": 0.002}, setup)
+    monkeypatch.setattr(tb._Reporter, "__call__", logged)
+    retry = FakeTune(tmp_path / "tune2")
+    retry.install(monkeypatch)
+    tb.run_trial({"student.lr": 0.002}, setup)
+    # Tune hears of the epochs trained now: student epochs 3 and 4 (the work dir's checkpoint
+    # of epoch 2 is newer than any Tune kept)
+    assert [(r["stage"], r["epoch"]) for r in retry.results] == [("student", 3), ("student", 4)]
+    (run,) = client.search_runs([exp], "tags.`sakdn.optuna_trial` = '0'")
+    steps = {k: sorted(m.step for m in client.get_metric_history(run.info.run_id, k))
+             for k in ("teacher/loss", "student/loss", "student/val_acc")}
+    assert steps == {"teacher/loss": [1, 2, 3], "student/loss": [1, 2, 3, 4],
+                     "student/val_acc": [1, 2, 3, 4]}

@@ -124,12 +124,18 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
     config = tiny_config(tiny_root, tmp_path / "cut")
     with pytest.raises(Interrupt):
         train(config, callback=stop, workdir=tmp_path / "cut", log=quiet)
-    seen: list[tuple[str, int]] = []
-    resumed = train(config, callback=lambda r: seen.append((r.stage, r.epoch)),
-                    workdir=tmp_path / "cut", log=quiet)
-    assert stop_at not in seen  # the finished epoch was not trained again
+    seen: list[EpochReport] = []
+    resumed = train(config, callback=seen.append, workdir=tmp_path / "cut", log=quiet)
+    trained = [(r.stage, r.epoch) for r in seen if not r.replayed]
+    assert stop_at not in trained  # the finished epoch was not trained again
     assert resumed.metrics["student/val_acc"] == whole.metrics["student/val_acc"]
     assert [h["metrics"] for h in resumed.history] == [h["metrics"] for h in whole.history]
+    # the interrupted epoch's callback never finished: the resumed run tells it again, first,
+    # with everything else its checkpoint holds, so a callback that keeps records lacks nothing
+    replayed = [r for r in seen if r.replayed]
+    assert seen[:len(replayed)] == replayed and (replayed[-1].stage, replayed[-1].epoch) == stop_at
+    assert [r.metrics for r in replayed] == [h["metrics"] for h in whole.history[:len(replayed)]]
+    assert all(r.checkpoint_dir is None for r in replayed)
 
 
 def test_nan_loss_stops_with_trial_diverged(tiny_root, tmp_path, monkeypatch) -> None:
