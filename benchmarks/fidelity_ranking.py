@@ -61,9 +61,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=0,
                    help="configurations drawn at random from the search space instead")
     p.add_argument("--space", help="the search space of --sample (default: the experiment's)")
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="the random sampler's seed for --sample (another seed: another pool)")
     p.add_argument("--low", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
                    help=f"a low fidelity: keys changed from the full training "
-                        f"(default: {' and '.join(DEFAULT_LOW)}, one fidelity each)")
+                        f"(default: {' and '.join(DEFAULT_LOW)}, one fidelity each; "
+                        "'none': the full fidelity only)")
     p.add_argument("--epochs", type=int, nargs="+", default=DEFAULT_EPOCHS,
                    help="student epochs whose validation values are ranked")
     p.add_argument("--workers", type=int, default=2, help="trainings at a time")
@@ -76,6 +79,8 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.low is None:
         args.low = ["student.segments=1"] if args.quick else DEFAULT_LOW
+    elif args.low == ["none"]:
+        args.low = []
     if args.quick:
         args.sample, args.studies, args.epochs = args.sample or 4, [], [1, 2]
     if not args.from_json and not args.sample and not (args.storage and args.studies):
@@ -99,7 +104,7 @@ def configurations(args: argparse.Namespace, base: dict[str, Any]) -> list[dict[
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.sample:
         space = load_space(args.space or _experiment_space(args.experiment))
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.sample_seed))
         return [space.suggest(study.ask(), base) for _ in range(args.sample)]
     storage = f"sqlite:///{Path(args.storage).resolve()}"
     out = []

@@ -563,6 +563,26 @@ def test_fidelity_ranking_quick_trains_every_configuration_at_each_fidelity_and_
         assert 0.0 <= r["metrics"]["student/test_acc"] <= 1.0
 
 
+def test_fidelity_ranking_draws_another_pool_at_another_sample_seed(monkeypatch):
+    # a second pool of random configurations, to confirm on what was not selected on
+    from fidelity_ranking import configurations, parse_args
+
+    from sakdn.config import load_config
+
+    base = load_config(REPO / "experiments" / "synthetic_search.yaml").to_flat()
+
+    def pool(seed: int) -> list[dict]:
+        monkeypatch.setattr(sys, "argv", ["fidelity_ranking.py", "--sample", "3",
+                                          "--sample-seed", str(seed), "--low", "none"])
+        args = parse_args()
+        assert args.low == []  # 'none': the full fidelity only
+        return configurations(args, base)
+
+    first, again, other = pool(0), pool(0), pool(1)
+    assert first == again and len(first) == 3
+    assert all(a != b for a, b in zip(first, other))
+
+
 def test_fidelity_ranking_refuses_a_bad_fidelity_key_before_training(tmp_path):
     cmd = [sys.executable, str(BENCH / "fidelity_ranking.py"), "--quick", "--workdir",
            str(tmp_path), "--low", "student.width=2"]
