@@ -35,9 +35,13 @@ budget is read as above (only trials that trained to their end are chosen), and 
 worth is its objective at seed 1. Orders drawn from one pool are not independent searches:
 ``--bootstrap B`` gives each mean difference a percentile interval over B pools of the
 configurations resampled with replacement (what the pool's finite size leaves open; the
-sampler's adaptation is not in it).
+sampler's adaptation is not in it). ``--screen FIDELITY`` replays a search run at one of the
+run's low fidelities (its curves decide and choose; its epochs cost their measured share of a
+full one), the chosen configuration judged by its full training at seed 1 as before.
 
     python benchmarks/pruned_choice.py --replay runs/bench/fidelity_ranking_main.json --trials 20
+    python benchmarks/pruned_choice.py --replay runs/bench/fidelity_ranking_frames.json \
+        --screen data.frame_size=16
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--orders", type=int, default=200, help="random orders (--replay)")
     p.add_argument("--setting", action="append", metavar="NAME",
                    help="--replay: only these settings (as printed; 'none' is always kept)")
+    p.add_argument("--screen", metavar="FIDELITY",
+                   help="--replay: the settings search on this low fidelity of the run (as "
+                        "printed by fidelity_ranking.py, e.g. data.frame_size=16), its epochs "
+                        "costed at their measured share of a full one; the reference stays the "
+                        "unpruned full-fidelity search")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="--replay: a 95 %% interval for each mean Δ from B pools of "
                         "configurations resampled with replacement")
@@ -90,15 +99,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def chosen_at(curves: list[list[float]], complete: list[bool], values: list[float | None],
-              budget: float) -> tuple[int | None, int]:
+              budget: float, cost: float = 1.0) -> tuple[int | None, float]:
     """The best completed trial among those that ended within ``budget`` trial-epochs (trials
     in the order they ran; ties go to the earlier, as in ``sakdn best``), and the trial-epochs
-    spent by then."""
+    spent by then; an epoch of these curves costs ``cost`` trial-epochs (a screen's cheaper
+    epochs in a full trial's units)."""
     spent, best = 0, None
     for i, (curve, done, value) in enumerate(zip(curves, complete, values)):
-        if spent + len(curve) > budget + 1e-9:
+        if spent + cost * len(curve) > budget + 1e-9:
             break
-        spent += len(curve)
+        spent += cost * len(curve)
         if done and value is not None and (best is None or value > values[best]):
             best = i
     return best, spent
@@ -206,15 +216,23 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def replay_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
                    trials: int, orders: int, budgets: list[float], epsilon: float,
-                   seed: int = 0) -> list[dict[str, Any]]:
+                   seed: int = 0, screen: list[list[float]] | None = None,
+                   screen_cost: float = 1.0) -> list[dict[str, Any]]:
     """Replayed settings judged by their choices: ``curves`` (one per configuration) are what
     the pruners see and the values a choice is made on, ``worth`` the same configurations'
     objectives at another training seed. Per setting and budget (a share of the order's
     unpruned whole compute, and the whole search): the median compute used, the mean of the
     choice's worth less the unpruned whole order's choice's (Δ), the choice's mean worth, and
-    the orders within ε (Δ ≥ −ε) or with no choice at all."""
+    the orders within ε (Δ ≥ −ε) or with no choice at all.
+
+    ``screen`` (the same configurations trained at a low fidelity, an epoch costing
+    ``screen_cost`` of a full one): the settings search on these curves instead (a search run
+    at the low fidelity, its choice then trained in full); the reference is still the unpruned
+    whole order's choice on ``curves``."""
     from search_efficiency import random_orders
 
+    seen = screen if screen is not None else curves
+    cost = screen_cost if screen is not None else 1.0
     picks = random_orders(len(curves), trials, orders, seed)
     refs = []
     for pick in picks:
@@ -224,15 +242,15 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
         refs.append(worth[pick[ref]])
     out = []
     for name, run in settings.items():
-        spent = [run([curves[i] for i in pick]) for pick in picks]
+        spent = [run([seen[i] for i in pick]) for pick in picks]
         for share in [*budgets, math.inf]:
             used, deltas, worths, empty = [], [], [], 0
             for pick, n, ref in zip(picks, spent, refs):
-                cut = [curves[i][:k] for i, k in zip(pick, n)]
+                cut = [seen[i][:k] for i, k in zip(pick, n)]
                 whole = sum(len(curves[i]) for i in pick)
-                trial, epochs = chosen_at(cut, [k == len(curves[i]) for i, k in zip(pick, n)],
+                trial, epochs = chosen_at(cut, [k == len(seen[i]) for i, k in zip(pick, n)],
                                           [harness.best_of_curve(c) for c in cut],
-                                          share * whole)
+                                          share * whole, cost)
                 used.append(epochs / whole)
                 if trial is None:
                     empty += 1
@@ -251,7 +269,8 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
 
 def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
                       trials: int, orders: int, budgets: list[float], epsilon: float,
-                      draws: int, seed: int = 0) -> dict[tuple[str, str], tuple[float, float]]:
+                      draws: int, seed: int = 0, screen: list[list[float]] | None = None,
+                      screen_cost: float = 1.0) -> dict[tuple[str, str], tuple[float, float]]:
     """Per (setting, budget), a 95 % percentile interval of ``replay_choices``' mean Δ over
     ``draws`` pools of the configurations resampled with replacement (each with its own curve
     and worth): how far the mean moves with the configurations a search happens to meet."""
@@ -262,7 +281,9 @@ def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: d
     for b in range(draws):
         pool = [rng.randrange(len(curves)) for _ in curves]
         for r in replay_choices([curves[i] for i in pool], [worth[i] for i in pool], settings,
-                                trials, orders, budgets, epsilon, seed=b + 1):
+                                trials, orders, budgets, epsilon, seed=b + 1,
+                                screen=None if screen is None else [screen[i] for i in pool],
+                                screen_cost=screen_cost):
             if r["delta"] == r["delta"]:
                 means.setdefault((r["setting"], r["budget"]), []).append(r["delta"])
     out = {}
@@ -273,7 +294,7 @@ def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: d
 
 
 def print_replay(args: argparse.Namespace) -> None:
-    from fidelity_ranking import FULL, curves_of
+    from fidelity_ranking import FULL, _median_epoch_s, curves_of
     from search_efficiency import METRIC, replay_settings
 
     saved = json.loads(Path(args.replay).read_text())
@@ -283,7 +304,14 @@ def print_replay(args: argparse.Namespace) -> None:
     results = saved["results"]
     curves = curves_of(results, FULL, 0, METRIC)
     worth = [harness.best_of_curve(c) for c in curves_of(results, FULL, 1, METRIC)]
-    settings = replay_settings(min(map(len, curves)))
+    screen, cost = None, 1.0
+    if args.screen:
+        if args.screen == FULL or args.screen not in results["fidelities"]:
+            raise SystemExit(f"--screen: {args.replay} has no low fidelity {args.screen!r} "
+                             f"(it has {', '.join(results['fidelities'][1:]) or 'none'})")
+        screen = curves_of(results, args.screen, 0, METRIC)
+        cost = _median_epoch_s(results, args.screen) / _median_epoch_s(results, FULL)
+    settings = replay_settings(min(map(len, screen or curves)))
     unknown = sorted(set(args.setting or []) - set(settings))
     if unknown:
         raise SystemExit(f"--setting: no replayed setting {unknown[0]!r} (see the table without "
@@ -291,9 +319,10 @@ def print_replay(args: argparse.Namespace) -> None:
     if args.setting:
         settings = {k: v for k, v in settings.items() if k in args.setting or k == "none"}
     rows = replay_choices(curves, worth, settings, args.trials, args.orders, args.budgets,
-                          args.epsilon)
+                          args.epsilon, screen=screen, screen_cost=cost)
     ci = (bootstrap_choices(curves, worth, settings, args.trials, args.orders, args.budgets,
-                            args.epsilon, args.bootstrap) if args.bootstrap else {})
+                            args.epsilon, args.bootstrap, screen=screen, screen_cost=cost)
+          if args.bootstrap else {})
     for r in rows:
         low, high = ci.get((r["setting"], r["budget"]), (math.nan, math.nan))
         r["delta_ci"] = "-" if low != low else f"[{low:+.3f}, {high:+.3f}]"
@@ -304,8 +333,10 @@ def print_replay(args: argparse.Namespace) -> None:
     harness.print_table(
         f"Replayed pruner settings' choices ({args.orders} random orders of {args.trials} of the "
         f"{len(curves)} configurations in {args.replay}; pruners and choices on training seed "
-        f"0's curves, worth = best {METRIC} at seed 1), against the unpruned whole order's "
-        "choice",
+        f"0's curves"
+        + (f" at {args.screen} (an epoch {100 * cost:.0f} % of a full one)" if screen else "")
+        + f", worth = best {METRIC} at seed 1 in full), against the unpruned whole order's "
+        "full-fidelity choice",
         ["setting", "budget", "compute (of unpruned whole, median)", "mean Δ worth",
          *([f"95 % interval ({args.bootstrap} resampled pools)"] if args.bootstrap else []),
          f"orders within ε = {args.epsilon}", "orders with no choice"],

@@ -629,6 +629,25 @@ def test_replayed_choices_are_worth_what_the_other_seed_says():
     assert math.isnan(rows["cut all", WHOLE]["delta"])
 
 
+def test_a_screened_search_chooses_on_the_low_fidelity_and_pays_its_cheaper_epochs():
+    from pruned_choice import WHOLE, chosen_at, replay_choices
+
+    # an epoch at a quarter of the cost: 8 screen epochs spend 2 trial-epochs
+    assert chosen_at([[0.2] * 8, [0.4] * 8], [True, True], [0.2, 0.4], 3, cost=0.25) == (0, 2)
+    curves = [[0.1, 0.5], [0.2, 0.9], [0.3, 0.6]]  # full fidelity, seed 0: configuration 1
+    screen = [[0.1, 0.8], [0.2, 0.3], [0.3, 0.4]]  # low fidelity, seed 0: configuration 0
+    worth = [0.7, 0.4, 0.6]
+    settings = {"none": lambda cs: [len(c) for c in cs]}
+    rows = {(r["setting"], r["budget"]): r for r in replay_choices(
+        curves, worth, settings, trials=3, orders=4, budgets=[0.5], epsilon=0.05,
+        screen=screen, screen_cost=0.25)}
+    whole = rows["none", WHOLE]
+    # the screened search picks configuration 0 (worth 0.7) against the full search's 1 (0.4)
+    assert whole["delta"] == pytest.approx(0.3) and whole["worth"] == pytest.approx(0.7)
+    assert whole["share"] == pytest.approx(0.25)  # 6 screen epochs of 6 full ones, at 1/4
+    assert rows["none", "50 %"]["delta"] == pytest.approx(0.3)  # all of it fits in half
+
+
 def test_replayed_choices_interval_comes_from_resampled_configurations():
     from pruned_choice import WHOLE, bootstrap_choices, replay_choices
 
@@ -667,6 +686,18 @@ def test_pruned_choice_replay_of_a_fidelity_run_prints_the_settings_choices(tmp_
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode != 0
     assert "--setting: no replayed setting 'ASHA grace_period 99" in done.stderr
+    done = subprocess.run([*cmd, "--setting", "none", "--screen", "student.segments=2"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the low fidelity's epochs cost 1 s against the full ones' 2 s
+    assert "at student.segments=2 (an epoch 50 % of a full one)" in done.stdout
+    screened = next(line for line in done.stdout.splitlines()
+                    if line.startswith("| none ") and "whole search" in line)
+    assert [c.strip() for c in screened.split("|")][3] == "50 %"  # of the full search's
+    done = subprocess.run([*cmd, "--screen", "data.frame_size=8"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0
+    assert "has no low fidelity 'data.frame_size=8' (it has student.segments=2)" in done.stderr
 
 
 def test_pruned_choice_pairs_each_choice_with_the_unpruned_whole_search_s_by_seed():
