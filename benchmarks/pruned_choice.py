@@ -263,7 +263,7 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
                         "delta": statistics.mean(deltas) if deltas else math.nan,
                         "worth": statistics.mean(worths) if worths else math.nan,
                         "within": sum(d >= -epsilon for d in deltas), "empty": empty,
-                        "orders": len(picks)})
+                        "orders": len(picks), "reference": statistics.mean(refs)})
     return out
 
 
@@ -326,7 +326,7 @@ def print_replay(args: argparse.Namespace) -> None:
     for r in rows:
         low, high = ci.get((r["setting"], r["budget"]), (math.nan, math.nan))
         r["delta_ci"] = "-" if low != low else f"[{low:+.3f}, {high:+.3f}]"
-    ref = next(r["worth"] for r in rows if r["setting"] == "none" and r["budget"] == WHOLE)
+    ref = rows[0]["reference"]
     order = [WHOLE, *(f"{100 * b:.0f} %" for b in args.budgets)]
     rows.sort(key=lambda r: (order.index(r["budget"]),
                              -r["delta"] if r["delta"] == r["delta"] else math.inf))

@@ -645,6 +645,7 @@ def test_a_screened_search_chooses_on_the_low_fidelity_and_pays_its_cheaper_epoc
     # the screened search picks configuration 0 (worth 0.7) against the full search's 1 (0.4)
     assert whole["delta"] == pytest.approx(0.3) and whole["worth"] == pytest.approx(0.7)
     assert whole["share"] == pytest.approx(0.25)  # 6 screen epochs of 6 full ones, at 1/4
+    assert whole["reference"] == pytest.approx(0.4)  # the full search's choice, as before
     assert rows["none", "50 %"]["delta"] == pytest.approx(0.3)  # all of it fits in half
 
 
