@@ -89,12 +89,19 @@ def parse_args() -> argparse.Namespace:
                         "printed by fidelity_ranking.py, e.g. data.frame_size=16), its epochs "
                         "costed at their measured share of a full one; the reference stays the "
                         "unpruned full-fidelity search")
+    p.add_argument("--promote", type=int, nargs="+", default=[], metavar="K",
+                   help="--replay with --screen: also a two-stage search that screens every "
+                        "configuration at that fidelity and trains its K best in full")
+    p.add_argument("--screen-epochs", type=int, metavar="M",
+                   help="--promote: the screen is a run's first M epochs (default: all)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B",
                    help="--replay: a 95 %% interval for each mean Δ from B pools of "
                         "configurations resampled with replacement")
     args = p.parse_args()
     if not args.from_json and not args.replay and not (args.json_in and args.storage):
         p.error("give --json-in and --storage (or --from-json, or --replay)")
+    if (args.promote or args.screen_epochs) and not args.screen:
+        p.error("--promote and --screen-epochs are for a two-stage search: give --screen")
     return args
 
 
@@ -217,7 +224,7 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
 def replay_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
                    trials: int, orders: int, budgets: list[float], epsilon: float,
                    seed: int = 0, screen: list[list[float]] | None = None,
-                   screen_cost: float = 1.0) -> list[dict[str, Any]]:
+                   screen_cost: float = 1.0, ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Replayed settings judged by their choices: ``curves`` (one per configuration) are what
     the pruners see and the values a choice is made on, ``worth`` the same configurations'
     objectives at another training seed. Per setting and budget (a share of the order's
@@ -228,12 +235,12 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
     ``screen`` (the same configurations trained at a low fidelity, an epoch costing
     ``screen_cost`` of a full one): the settings search on these curves instead (a search run
     at the low fidelity, its choice then trained in full); the reference is still the unpruned
-    whole order's choice on ``curves``."""
+    whole order's choice on ``curves``. ``ids``: as ``random_orders`` takes them."""
     from search_efficiency import random_orders
 
     seen = screen if screen is not None else curves
     cost = screen_cost if screen is not None else 1.0
-    picks = random_orders(len(curves), trials, orders, seed)
+    picks = random_orders(len(curves), trials, orders, seed, ids)
     refs = []
     for pick in picks:
         order = [curves[i] for i in pick]
@@ -274,16 +281,27 @@ def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: d
     """Per (setting, budget), a 95 % percentile interval of ``replay_choices``' mean Δ over
     ``draws`` pools of the configurations resampled with replacement (each with its own curve
     and worth): how far the mean moves with the configurations a search happens to meet."""
+    return bootstrap_rows(
+        lambda pool, s: replay_choices(
+            [curves[i] for i in pool], [worth[i] for i in pool], settings, trials, orders,
+            budgets, epsilon, seed=s, screen=None if screen is None else [screen[i] for i in pool],
+            screen_cost=screen_cost, ids=pool),
+        len(curves), draws, seed)
+
+
+def bootstrap_rows(rows_of: Any, size: int, draws: int,
+                   seed: int = 0) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per (setting, budget) of the rows ``rows_of(pool, seed)`` replays on a pool of
+    configuration indices, a 95 % percentile interval of their mean Δ over ``draws`` pools of
+    the ``size`` configurations resampled with replacement (``rows_of`` passes the pool as
+    ``ids`` so that no replayed search meets a configuration twice)."""
     import random
 
     rng = random.Random(seed)
     means: dict[tuple[str, str], list[float]] = {}
     for b in range(draws):
-        pool = [rng.randrange(len(curves)) for _ in curves]
-        for r in replay_choices([curves[i] for i in pool], [worth[i] for i in pool], settings,
-                                trials, orders, budgets, epsilon, seed=b + 1,
-                                screen=None if screen is None else [screen[i] for i in pool],
-                                screen_cost=screen_cost):
+        pool = [rng.randrange(size) for _ in range(size)]
+        for r in rows_of(pool, b + 1):
             if r["delta"] == r["delta"]:
                 means.setdefault((r["setting"], r["budget"]), []).append(r["delta"])
     out = {}
@@ -291,6 +309,41 @@ def bootstrap_choices(curves: list[list[float]], worth: list[float], settings: d
         values.sort()
         out[key] = (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
     return out
+
+
+def two_stage_choices(curves: list[list[float]], worth: list[float], screen: list[list[float]],
+                      trials: int, orders: int, promote: int, epsilon: float,
+                      screen_epochs: int | None = None, screen_cost: float = 1.0,
+                      seed: int = 0, ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """A two-stage search replayed on the same random orders as ``replay_choices``: every
+    configuration of an order is screened (the first ``screen_epochs`` epochs of its ``screen``
+    curve, all of them if None, valued by their best; an epoch costs ``screen_cost`` of a full
+    one), the ``promote`` best screened (ties: the earlier) are trained in full (their
+    ``curves``), and the choice is the best of those. One row, the whole search: the median
+    compute (every screen and the promoted full trainings, a share of the unpruned order's), and
+    the choice's worth against the unpruned whole order's choice's, as ``replay_choices``."""
+    from search_efficiency import random_orders
+
+    rows, used, deltas, worths, refs = [], [], [], [], []
+    for pick in random_orders(len(curves), trials, orders, seed, ids):
+        full = [harness.best_of_curve(curves[i]) for i in pick]
+        ref = worth[pick[max(range(len(pick)), key=lambda j: (full[j], -j))]]
+        screened = [harness.best_of_curve(screen[i][:screen_epochs]) for i in pick]
+        top = sorted(range(len(pick)), key=lambda j: (-screened[j], j))[:promote]
+        chosen = max(top, key=lambda j: (full[j], -j))
+        spent = (screen_cost * sum(len(screen[i][:screen_epochs]) for i in pick)
+                 + sum(len(curves[pick[j]]) for j in top))
+        used.append(spent / sum(len(curves[i]) for i in pick))
+        worths.append(worth[pick[chosen]])
+        deltas.append(worths[-1] - ref)
+        refs.append(ref)
+    epochs = "" if screen_epochs is None else f" for {screen_epochs} epochs"
+    rows.append({"setting": f"two-stage: screen{epochs}, best {promote} in full",
+                 "budget": WHOLE, "share": statistics.median(used),
+                 "delta": statistics.mean(deltas), "worth": statistics.mean(worths),
+                 "within": sum(d >= -epsilon for d in deltas), "empty": 0,
+                 "orders": len(deltas), "reference": statistics.mean(refs)})
+    return rows
 
 
 def print_replay(args: argparse.Namespace) -> None:
@@ -323,6 +376,16 @@ def print_replay(args: argparse.Namespace) -> None:
     ci = (bootstrap_choices(curves, worth, settings, args.trials, args.orders, args.budgets,
                             args.epsilon, args.bootstrap, screen=screen, screen_cost=cost)
           if args.bootstrap else {})
+    for k in args.promote:
+        def two_stage(pool: list[int], seed: int, k: int = k) -> list[dict[str, Any]]:
+            return two_stage_choices(
+                [curves[i] for i in pool], [worth[i] for i in pool], [screen[i] for i in pool],
+                args.trials, args.orders, k, args.epsilon, args.screen_epochs, cost, seed,
+                ids=pool)
+        rows += two_stage_choices(curves, worth, screen, args.trials, args.orders, k,
+                                  args.epsilon, args.screen_epochs, cost)
+        if args.bootstrap:
+            ci.update(bootstrap_rows(two_stage, len(curves), args.bootstrap))
     for r in rows:
         low, high = ci.get((r["setting"], r["budget"]), (math.nan, math.nan))
         r["delta_ci"] = "-" if low != low else f"[{low:+.3f}, {high:+.3f}]"

@@ -549,13 +549,30 @@ def replay(pool: list[list[float]], settings: dict[str, Any], target: float, tri
     return sorted(rows, key=lambda r: (r["per_hit"] != r["per_hit"], r["per_hit"]))
 
 
-def random_orders(pool: int, trials: int, orders: int, seed: int = 0) -> list[list[int]]:
+def random_orders(pool: int, trials: int, orders: int, seed: int = 0,
+                  ids: list[int] | None = None) -> list[list[int]]:
     """``orders`` searches of ``trials`` curves drawn from a pool of ``pool``, without
-    replacement while the pool lasts: the replay's stand-in for a sampler."""
+    replacement while the pool lasts: the replay's stand-in for a sampler.
+
+    ``ids`` (a configuration per curve, for a pool resampled with replacement): no search meets
+    one configuration twice, as a sampler of a continuous space never does; a configuration
+    that the resampling repeated is only the likelier to be met. Without this a pruner meets
+    the best configuration's copies more than once, and gets more chances to keep it."""
     import random
 
     rng = random.Random(seed)
-    return [rng.sample(range(pool), min(trials, pool)) for _ in range(orders)]
+    if ids is None:
+        return [rng.sample(range(pool), min(trials, pool)) for _ in range(orders)]
+    out = []
+    for _ in range(orders):
+        met: set[int] = set()
+        order = []
+        for i in rng.sample(range(pool), pool):
+            if ids[i] not in met and len(order) < trials:
+                met.add(ids[i])
+                order.append(i)
+        out.append(order)
+    return out
 
 
 def late_curve(curve: list[float]) -> list[float]:

@@ -649,6 +649,37 @@ def test_a_screened_search_chooses_on_the_low_fidelity_and_pays_its_cheaper_epoc
     assert rows["none", "50 %"]["delta"] == pytest.approx(0.3)  # all of it fits in half
 
 
+def test_a_two_stage_search_trains_the_best_screened_in_full_and_chooses_among_them():
+    from pruned_choice import WHOLE, two_stage_choices
+
+    curves = [[0.1, 0.5], [0.2, 0.9], [0.3, 0.6], [0.1, 0.4]]  # full, seed 0: configuration 1
+    screen = [[0.6, 0.0], [0.1, 0.9], [0.5, 0.2], [0.4, 0.95]]
+    worth = [0.7, 0.4, 0.6, 0.3]
+    # screened on their first epoch (0.6, 0.1, 0.5, 0.4): 0 and 2 go on, 2 is the better in full
+    (row,) = two_stage_choices(curves, worth, screen, trials=4, orders=3, promote=2,
+                               epsilon=0.05, screen_epochs=1, screen_cost=0.5)
+    assert row["budget"] == WHOLE and row["orders"] == 3
+    assert row["delta"] == pytest.approx(0.2) and row["worth"] == pytest.approx(0.6)
+    assert row["reference"] == pytest.approx(0.4) and row["within"] == 3
+    assert row["share"] == pytest.approx((4 * 1 * 0.5 + 2 * 2) / 8)  # four screens, two in full
+    # screened on both epochs (0.6, 0.9, 0.5, 0.95): 3 and 1 go on, 1 is the unpruned choice
+    (row,) = two_stage_choices(curves, worth, screen, 4, 3, 2, 0.05, None, 0.5)
+    assert row["delta"] == pytest.approx(0.0) and row["share"] == pytest.approx(1.0)
+    assert "screen, best 2 in full" in row["setting"]
+
+
+def test_a_resampled_pool_s_searches_never_meet_one_configuration_twice():
+    from search_efficiency import random_orders
+
+    ids = [0, 0, 0, 1, 2, 2]  # a resampled pool: configuration 0 three times, 2 twice
+    orders = random_orders(6, 3, 300, seed=1, ids=ids)
+    assert all(sorted(ids[i] for i in o) == [0, 1, 2] for o in orders)  # each met once
+    assert random_orders(6, 5, 10, ids=ids)[0].__len__() == 3  # only three to meet
+    firsts = [ids[o[0]] for o in orders]
+    assert firsts.count(0) > firsts.count(1)  # a repeated configuration is met first more often
+    assert random_orders(6, 3, 4, seed=2) == random_orders(6, 3, 4, seed=2, ids=None)
+
+
 def test_replayed_choices_interval_comes_from_resampled_configurations():
     from pruned_choice import WHOLE, bootstrap_choices, replay_choices
 
@@ -695,6 +726,17 @@ def test_pruned_choice_replay_of_a_fidelity_run_prints_the_settings_choices(tmp_
     screened = next(line for line in done.stdout.splitlines()
                     if line.startswith("| none ") and "whole search" in line)
     assert [c.strip() for c in screened.split("|")][3] == "50 %"  # of the full search's
+    done = subprocess.run([*cmd, "--setting", "none", "--screen", "student.segments=2",
+                           "--promote", "2", "--screen-epochs", "5", "--bootstrap", "3"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = next(line for line in done.stdout.splitlines()
+               if "two-stage: screen for 5 epochs, best 2 in full" in line)
+    # 4 screens of 5 epochs at half the cost, 2 full trainings of 15: 40 of 60 epochs
+    assert [c.strip() for c in two.split("|")][3] == "67 %"
+    done = subprocess.run([*cmd, "--promote", "2"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode != 0 and "give --screen" in done.stderr
     done = subprocess.run([*cmd, "--screen", "data.frame_size=8"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode != 0
