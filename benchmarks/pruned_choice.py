@@ -35,7 +35,8 @@ budget is read as above (only trials that trained to their end are chosen), and 
 worth is its objective at seed 1. Orders drawn from one pool are not independent searches:
 ``--bootstrap B`` gives each mean difference a percentile interval over B pools of the
 configurations resampled with replacement (what the pool's finite size leaves open; the
-sampler's adaptation is not in it). ``--screen FIDELITY`` replays a search run at one of the
+sampler's adaptation is not in it). Several runs given to ``--replay`` are pooled (their
+configurations one pool). ``--screen FIDELITY`` replays a search run at one of the
 run's low fidelities (its curves decide and choose; its epochs cost their measured share of a
 full one), the chosen configuration judged by its full training at seed 1 as before.
 
@@ -77,7 +78,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--from-json", nargs="+", metavar="PATH",
                    help="print earlier runs' tables, their search seeds pooled (same training "
                         "seeds)")
-    p.add_argument("--replay", metavar="PATH",
+    p.add_argument("--replay", metavar="PATH", nargs="+",
                    help="a fidelity_ranking.py --json output: replayed pruner settings' choices "
                         "on seed 0's curves, worth at seed 1; trains nothing")
     p.add_argument("--trials", type=int, default=20, help="trials per order (--replay)")
@@ -346,22 +347,39 @@ def two_stage_choices(curves: list[list[float]], worth: list[float], screen: lis
     return rows
 
 
+def pooled_runs(paths: list[str]) -> dict[str, Any]:
+    """``fidelity_ranking.py`` runs as one pool of configurations (their fidelities those that
+    every run trained; an epoch's cost then a median over all their runs)."""
+    configs: list[Any] = []
+    runs: list[dict[str, Any]] = []
+    fidelities: list[str] | None = None
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        if saved.get("benchmark") != "fidelity_ranking":
+            raise SystemExit(f"{path}: not a fidelity_ranking.py output (--replay reads the "
+                             "curves of one configuration at two training seeds)")
+        results = saved["results"]
+        runs += [{**r, "config": r["config"] + len(configs)} for r in results["runs"]]
+        configs += results["configs"]
+        fidelities = [f for f in (fidelities or results["fidelities"])
+                      if f in results["fidelities"]]
+    return {"configs": configs, "runs": [r for r in runs if r["fidelity"] in fidelities],
+            "fidelities": fidelities}
+
+
 def print_replay(args: argparse.Namespace) -> None:
     from fidelity_ranking import FULL, _median_epoch_s, curves_of
     from search_efficiency import METRIC, replay_settings
 
-    saved = json.loads(Path(args.replay).read_text())
-    if saved.get("benchmark") != "fidelity_ranking":
-        raise SystemExit(f"{args.replay}: not a fidelity_ranking.py output (--replay reads the "
-                         "curves of one configuration at two training seeds)")
-    results = saved["results"]
+    results = pooled_runs(args.replay)
     curves = curves_of(results, FULL, 0, METRIC)
     worth = [harness.best_of_curve(c) for c in curves_of(results, FULL, 1, METRIC)]
     screen, cost = None, 1.0
     if args.screen:
         if args.screen == FULL or args.screen not in results["fidelities"]:
-            raise SystemExit(f"--screen: {args.replay} has no low fidelity {args.screen!r} "
-                             f"(it has {', '.join(results['fidelities'][1:]) or 'none'})")
+            raise SystemExit(f"--screen: {' '.join(args.replay)} has no low fidelity "
+                             f"{args.screen!r} (it has "
+                             f"{', '.join(results['fidelities'][1:]) or 'none'})")
         screen = curves_of(results, args.screen, 0, METRIC)
         cost = _median_epoch_s(results, args.screen) / _median_epoch_s(results, FULL)
     settings = replay_settings(min(map(len, screen or curves)))
@@ -395,7 +413,8 @@ def print_replay(args: argparse.Namespace) -> None:
                              -r["delta"] if r["delta"] == r["delta"] else math.inf))
     harness.print_table(
         f"Replayed pruner settings' choices ({args.orders} random orders of {args.trials} of the "
-        f"{len(curves)} configurations in {args.replay}; pruners and choices on training seed "
+        f"{len(curves)} configurations in {' and '.join(args.replay)}; pruners and choices "
+        f"on training seed "
         f"0's curves"
         + (f" at {args.screen} (an epoch {100 * cost:.0f} % of a full one)" if screen else "")
         + f", worth = best {METRIC} at seed 1 in full), against the unpruned whole order's "

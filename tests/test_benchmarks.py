@@ -680,6 +680,24 @@ def test_a_resampled_pool_s_searches_never_meet_one_configuration_twice():
     assert random_orders(6, 3, 4, seed=2) == random_orders(6, 3, 4, seed=2, ids=None)
 
 
+def test_replays_pool_the_configurations_of_several_fidelity_runs(tmp_path):
+    from fidelity_ranking import curves_of
+    from pruned_choice import pooled_runs
+
+    a = _fidelity_results([[0.1], [0.2], [0.3]], [[0.4]] * 3, [[0.5]] * 3)
+    b = _fidelity_results([[0.6], [0.7]], [[0.8]] * 2, [[0.9]] * 2)
+    b["runs"] = [r for r in b["runs"] if r["fidelity"] == "full"]
+    b["fidelities"] = ["full"]
+    for name, results in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"benchmark": "fidelity_ranking", "results": results}))
+    pool = pooled_runs([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert len(pool["configs"]) == 5
+    assert curves_of(pool, "full", 0, "student/val_acc") == [[0.1], [0.2], [0.3], [0.6], [0.7]]
+    assert pool["fidelities"] == ["full"]  # b never trained the low fidelity
+    assert {r["fidelity"] for r in pool["runs"]} == {"full"}
+
+
 def test_replayed_choices_interval_comes_from_resampled_configurations():
     from pruned_choice import WHOLE, bootstrap_choices, replay_choices
 
