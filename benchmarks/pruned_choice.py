@@ -294,8 +294,8 @@ def bootstrap_rows(rows_of: Any, size: int, draws: int,
                    seed: int = 0) -> dict[tuple[str, str], tuple[float, float]]:
     """Per (setting, budget) of the rows ``rows_of(pool, seed)`` replays on a pool of
     configuration indices, a 95 % percentile interval of their mean Δ over ``draws`` pools of
-    the ``size`` configurations resampled with replacement (``rows_of`` passes the pool as
-    ``ids`` so that no replayed search meets a configuration twice)."""
+    the ``size`` configurations resampled with replacement (``rows_of`` is to hand the pool on
+    as ``ids``, so that no replayed search meets a configuration twice)."""
     import random
 
     rng = random.Random(seed)
@@ -414,8 +414,7 @@ def print_replay(args: argparse.Namespace) -> None:
     harness.print_table(
         f"Replayed pruner settings' choices ({args.orders} random orders of {args.trials} of the "
         f"{len(curves)} configurations in {' and '.join(args.replay)}; pruners and choices "
-        f"on training seed "
-        f"0's curves"
+        "on training seed 0's curves"
         + (f" at {args.screen} (an epoch {100 * cost:.0f} % of a full one)" if screen else "")
         + f", worth = best {METRIC} at seed 1 in full), against the unpruned whole order's "
         "full-fidelity choice",
