@@ -222,6 +222,15 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def unpruned_choice(curves: list[list[float]], pick: list[int]) -> int:
+    """The configuration an unpruned search of the order ``pick`` chooses: the best of every
+    trial trained to its end (ties: the earlier, as ``chosen_at``)."""
+    order = [curves[i] for i in pick]
+    best, _ = chosen_at(order, [True] * len(order), [harness.best_of_curve(c) for c in order],
+                        math.inf)
+    return pick[best]
+
+
 def replay_choices(curves: list[list[float]], worth: list[float], settings: dict[str, Any],
                    trials: int, orders: int, budgets: list[float], epsilon: float,
                    seed: int = 0, screen: list[list[float]] | None = None,
@@ -242,12 +251,7 @@ def replay_choices(curves: list[list[float]], worth: list[float], settings: dict
     seen = screen if screen is not None else curves
     cost = screen_cost if screen is not None else 1.0
     picks = random_orders(len(curves), trials, orders, seed, ids)
-    refs = []
-    for pick in picks:
-        order = [curves[i] for i in pick]
-        ref, _ = chosen_at(order, [True] * len(order),
-                           [harness.best_of_curve(c) for c in order], math.inf)
-        refs.append(worth[pick[ref]])
+    refs = [worth[unpruned_choice(curves, pick)] for pick in picks]
     out = []
     for name, run in settings.items():
         spent = [run([seen[i] for i in pick]) for pick in picks]
@@ -328,7 +332,7 @@ def two_stage_choices(curves: list[list[float]], worth: list[float], screen: lis
     rows, used, deltas, worths, refs = [], [], [], [], []
     for pick in random_orders(len(curves), trials, orders, seed, ids):
         full = [harness.best_of_curve(curves[i]) for i in pick]
-        ref = worth[pick[max(range(len(pick)), key=lambda j: (full[j], -j))]]
+        ref = worth[unpruned_choice(curves, pick)]
         screened = [harness.best_of_curve(screen[i][:screen_epochs]) for i in pick]
         top = sorted(range(len(pick)), key=lambda j: (-screened[j], j))[:promote]
         chosen = max(top, key=lambda j: (full[j], -j))
